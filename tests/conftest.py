@@ -1,0 +1,44 @@
+"""Shared test fixtures: where real test data lives, and skips with a clear reason when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# CI and developer sessions have ../shared beside the checkout; a user's own clone does not.
+SHARED_DATA = Path(os.environ.get("AGE2HIE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (set AGE2HIE_SHARED_DATA to its folder)")
+    return SHARED_DATA
+
+
+def package_data(package: str, *parts: str) -> Path:
+    """A data file that a PyPI test dependency ships, or skip naming the missing package."""
+    try:
+        mod = __import__(package)
+    except ImportError:
+        pytest.skip(f"test dependency {package!r} is not installed (see README's set-up command)")
+    path = Path(mod.__file__).parent.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{package} does not ship {'/'.join(parts)} in this version")
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip_gpu = pytest.mark.skip(reason="no CUDA device on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
