@@ -1,0 +1,68 @@
+"""``read_volume``: one entry point for NIfTI, MetaImage, NRRD and DICOM, with the checks in ``checks.py``."""
+from __future__ import annotations
+
+import logging
+from os import PathLike
+from pathlib import Path
+
+from age2hie_hub.io.checks import DEFAULT_MAX_BYTES, check_exists, check_shape, clean_data, fail
+from age2hie_hub.io.volume import Volume
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+DICOM_SUFFIXES = (".dcm", ".ima", ".zip")
+SUPPORTED = ", ".join(NIFTI_SUFFIXES + ITK_SUFFIXES) + ", a DICOM folder, a .zip of one, or a .dcm file"
+
+
+def detect_format(path: Path) -> str:
+    """'nifti', 'itk' or 'dicom' from the name (and, for extension-less files, the DICOM preamble)."""
+    name = path.name.lower()
+    if path.is_dir():
+        return "dicom"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(ITK_SUFFIXES):
+        return "itk"
+    if name.endswith(DICOM_SUFFIXES):
+        return "dicom"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError as exc:
+        raise fail(path, f"cannot be opened ({exc.strerror})") from exc
+    if head[128:132] == b"DICM":
+        return "dicom"
+    raise fail(path, f"unknown image format; supported: {SUPPORTED}")
+
+
+def read_volume(path: str | PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Volume:
+    """Read a 3D volume or 4D series into a :class:`Volume` (float32, RAS affine, metadata).
+
+    Raises :class:`~age2hie_hub.errors.VolumeReadError` naming the file and the problem for missing files,
+    unknown formats, corrupt or truncated files, 2D/5D data, unusable spacing, empty images and headers
+    needing more than ``max_bytes``. Non-finite voxels become 0 with a warning in ``metadata["warnings"]``.
+    """
+    path = Path(path).expanduser()
+    check_exists(path)
+    kind = detect_format(path)
+    if kind == "nifti":
+        from age2hie_hub.io.nifti import read_nifti as reader
+    elif kind == "itk":
+        from age2hie_hub.io.itk import read_itk as reader
+    else:
+        from age2hie_hub.io.dicom import read_dicom as reader
+    try:
+        data, affine, meta = reader(path, max_bytes)
+    except MemoryError as exc:
+        raise fail(path, "not enough memory to read the voxel data") from exc
+    check_shape(path, data.shape, 4, max_bytes)
+    data = clean_data(path, data, meta)
+    meta["source"] = str(path)
+    meta.setdefault("units", None)
+    meta.setdefault("bvals", None)
+    meta.setdefault("bvecs", None)
+    meta.setdefault("sidecar", None)
+    log.debug("read %s: shape %s, spacing %s", path, data.shape, meta.get("format"))
+    return Volume(data=data, affine=affine, metadata=meta)
