@@ -1,0 +1,84 @@
+"""Choosing the output grid: an axis-aligned RAS box of the target shape and spacing around a centre.
+
+Cropping and padding happen here as geometry, not as array copies: the chosen box is handed to the one
+resampling pass, which fills voxels outside the scan's field of view with 0 (padding) and never computes
+the ones outside the box (cropping). The box is snapped to the lattice that "resample the whole scan to
+the target spacing, starting at its first voxel" would give, so a scan already on an RAS grid at the
+target spacing is cropped without any interpolation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_AXES = "RAS"
+
+
+@dataclass(frozen=True)
+class OutputGrid:
+    """The output box and how it relates to the scan it is cut from."""
+
+    affine: np.ndarray  # 4x4, diagonal spacing, RAS
+    shape: tuple[int, int, int]
+    cropped: tuple[str, ...]  # world axes along which part of the scan lies outside the box
+    padded: tuple[str, ...]  # world axes along which the box reaches beyond the scan
+
+
+def fov_center(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """World position (mm) of the centre of a grid's field of view."""
+    centre = (np.asarray(shape[:3], dtype=np.float64) - 1.0) / 2.0
+    return (np.asarray(affine, dtype=np.float64) @ np.append(centre, 1.0))[:3]
+
+
+def world_bounds(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """World bounding box (min, max corners, mm) of a grid's voxel centres."""
+    axes = [(0.0, float(n - 1)) for n in shape[:3]]
+    corners = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)
+    world = np.asarray(affine, dtype=np.float64)[:3, :3] @ corners + np.asarray(affine, np.float64)[:3, 3:4]
+    return world.min(axis=1), world.max(axis=1)
+
+
+def foreground_bounds(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """World bounding box (min, max, mm) of the centres of the True voxels; None when there are none."""
+    affine = np.asarray(affine, dtype=np.float64)
+    rot = affine[:3, :3]
+    if np.count_nonzero(rot) == 3:  # axis-aligned (permuted/flipped) grid: the index box maps onto the world box
+        lo_idx, hi_idx = [], []
+        for axis in range(3):
+            hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+            if hit.size == 0:
+                return None
+            lo_idx.append(hit[0])
+            hi_idx.append(hit[-1])
+        box = np.array(lo_idx, dtype=np.float64), np.array(hi_idx, dtype=np.float64)
+        corners = np.array(np.meshgrid(*zip(*box), indexing="ij")).reshape(3, -1)
+    else:  # oblique: the world box of the index box would be too large; use the voxels themselves
+        corners = np.array(np.nonzero(mask), dtype=np.float64)
+        if corners.shape[1] == 0:
+            return None
+    world = rot @ corners + affine[:3, 3:4]
+    return world.min(axis=1), world.max(axis=1)
+
+
+def output_grid(
+    affine: np.ndarray,
+    shape: tuple[int, ...],
+    spacing: tuple[float, float, float],
+    out_shape: tuple[int, int, int],
+    center: np.ndarray,
+) -> OutputGrid:
+    """The RAS box of ``out_shape`` voxels of ``spacing`` mm centred (to the nearest voxel) on ``center``."""
+    step = np.asarray(spacing, dtype=np.float64)
+    size = np.asarray(out_shape, dtype=np.int64)
+    lo, hi = world_bounds(affine, shape)
+    # Lattice of the whole scan resampled at the target spacing, starting at its lowest voxel centre.
+    full = np.floor((hi - lo) / step + 1e-6).astype(np.int64) + 1
+    start = np.floor((np.asarray(center, np.float64) - lo) / step - (size - 1) / 2.0 + 0.5).astype(np.int64)
+    out = np.eye(4)
+    out[:3, :3] = np.diag(step)
+    out[:3, 3] = lo + start * step
+    end = start + size - 1
+    cropped = tuple(_AXES[a] for a in range(3) if start[a] > 0 or end[a] < full[a] - 1)
+    padded = tuple(_AXES[a] for a in range(3) if start[a] < 0 or end[a] > full[a] - 1)
+    return OutputGrid(affine=out, shape=tuple(int(s) for s in size), cropped=cropped, padded=padded)

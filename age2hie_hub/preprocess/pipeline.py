@@ -1,0 +1,174 @@
+"""``preprocess``: the one pure function that turns input volumes into a model's input array."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from age2hie_hub.errors import VolumeReadError
+from age2hie_hub.io import Volume
+from age2hie_hub.preprocess.config import PreprocessConfig
+from age2hie_hub.preprocess.crop import fov_center, foreground_bounds, output_grid, world_bounds
+from age2hie_hub.preprocess.intensity import normalize
+from age2hie_hub.preprocess.orient import obliquity_degrees, orientation_codes, reorient_to_ras
+from age2hie_hub.preprocess.resample import resample_array
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Preprocessed:
+    """A model's input and where it lies in the world.
+
+    array:  float32 (C, X, Y, Z), channels first, X/Y/Z running along R/A/S.
+    affine: 4x4 voxel-to-world (RAS mm) matrix of the output grid; with
+            :func:`~age2hie_hub.preprocess.resample_to` it puts maps computed on this grid back on the scan.
+    notes:  what was changed or guessed, in order, for logs and prediction reports.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    notes: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "x".join(f"{v:.3g}" for v in values)
+
+
+def _name(volume: Volume, index: int) -> str:
+    return str(volume.source) if volume.source else f"input volume {index}"
+
+
+def _as_channels(volumes: Volume | Sequence[Volume], channels: int) -> tuple[list[Volume], list[str]]:
+    """One 3D volume per channel. A single 4D volume with T == channels is split along T (e.g. ADC + Z-ADC
+    stored as one file); any other 4D input is refused, because which volume to use is a guess."""
+    notes: list[str] = []
+    items = [volumes] if isinstance(volumes, Volume) else list(volumes)
+    if not items or not all(isinstance(v, Volume) for v in items):
+        raise TypeError("preprocess needs a Volume or a sequence of Volumes (one per channel)")
+    if len(items) == 1 and items[0].data.ndim == 4 and items[0].data.shape[3] == channels:
+        vol = items[0]
+        if channels > 1:
+            notes.append(f"split the 4D input's {channels} volumes into {channels} channels")
+        items = [Volume(vol.data[..., t], vol.affine, vol.metadata) for t in range(channels)]
+    # A 4D file holding a single volume is a 3D image in disguise.
+    items = [Volume(v.data[..., 0], v.affine, v.metadata) if v.data.ndim == 4 and v.data.shape[3] == 1 else v
+             for v in items]
+    for i, vol in enumerate(items):
+        if vol.data.ndim != 3:
+            raise VolumeReadError(
+                f"{_name(vol, i)}: is 4D with {vol.data.shape[3]} volumes but the model expects {channels} "
+                "3D channel(s); pick the volume to use (e.g. compute the ADC of a DWI series with "
+                "age2hie_hub.dwi.compute_adc)"
+            )
+        if min(vol.data.shape) < 1:
+            raise VolumeReadError(f"{_name(vol, i)}: is empty (shape {vol.data.shape})")
+    if len(items) != channels:
+        raise ValueError(
+            f"the model expects {channels} input channel(s) but {len(items)} volume(s) were given "
+            f"({', '.join(_name(v, i) for i, v in enumerate(items))})"
+        )
+    return items, notes
+
+
+def _finite(volume: Volume, index: int, notes: list[str]) -> Volume:
+    bad = ~np.isfinite(volume.data)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad == 0:
+        return volume
+    if n_bad == volume.data.size:
+        raise VolumeReadError(f"{_name(volume, index)}: every voxel is NaN or infinite")
+    notes.append(f"channel {index}: set {n_bad} non-finite voxel(s) to 0")
+    return volume.with_data(np.where(bad, np.float32(0.0), volume.data))
+
+
+def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> Preprocessed:
+    """Apply ``config``: reorient to RAS, resample in world coordinates onto an axis-aligned RAS grid of
+    ``config.spacing`` and ``config.shape`` (centred on the field of view or on the first channel's
+    foreground), then apply the intensity scheme. All channels go onto the first channel's output grid.
+
+    Pure: the inputs are not modified. Raises ``VolumeReadError`` (naming the file) for volumes that
+    cannot be used, ``ValueError`` when the number of volumes does not match ``config.channels``.
+    """
+    items, notes = _as_channels(volumes, config.channels)
+    first = items[0]
+    name0 = _name(first, 0)
+
+    codes = orientation_codes(first.affine)
+    ras = reorient_to_ras(first)
+    if codes != "RAS":
+        notes.append(f"reoriented {codes} -> RAS")
+    items = [_finite(v, i, notes) for i, v in enumerate([ras, *items[1:]])]
+    ras = items[0]
+
+    # Output grid from the first channel.
+    mask = ras.data > config.foreground_threshold
+    fg = foreground_bounds(mask, ras.affine)
+    if config.crop == "foreground" and fg is not None:
+        center = (fg[0] + fg[1]) / 2.0
+        where = "foreground"
+    else:
+        if config.crop == "foreground":
+            notes.append(f"no foreground voxels (> {config.foreground_threshold:g}): centred on the field of view")
+            logger.warning("%s: no foreground voxels; centring the crop on the field of view", name0)
+        center = fov_center(ras.affine, ras.spatial_shape)
+        where = "field of view"
+    grid = output_grid(ras.affine, ras.spatial_shape, config.spacing, config.shape, center)
+
+    spacing_in = ras.spacing
+    oblique = obliquity_degrees(ras.affine)
+    if oblique > 1e-3:
+        notes.append(f"oblique scan ({oblique:.1f} deg off RAS) resampled onto an axis-aligned RAS grid")
+    if not np.allclose(spacing_in, config.spacing, rtol=0, atol=1e-4) or oblique > 1e-3:
+        notes.append(f"resampled {_fmt(spacing_in)} -> {_fmt(config.spacing)} mm ({config.interpolation})")
+    change = " and ".join(
+        [f"cropped along {''.join(grid.cropped)}"] * bool(grid.cropped)
+        + [f"padded with 0 along {''.join(grid.padded)}"] * bool(grid.padded)
+    )
+    if change:
+        notes.append(f"{change} to {_fmt(config.shape)} voxels, centred on the {where}")
+    if fg is not None:
+        lo = grid.affine[:3, 3] - np.asarray(config.spacing) / 2
+        hi = lo + np.asarray(config.spacing) * np.asarray(config.shape)
+        cut = [a for a, axis in enumerate("RAS") if fg[0][a] < lo[a] - 1e-6 or fg[1][a] > hi[a] + 1e-6]
+        if cut:
+            sizes = ", ".join(f"{'RAS'[a]} {fg[1][a] - fg[0][a]:.0f} > {hi[a] - lo[a]:.0f} mm" for a in cut)
+            notes.append(f"foreground extends beyond the output box ({sizes}): part of it is cut off")
+            logger.warning("%s: foreground cut off by the output box (%s)", name0, sizes)
+
+    out = np.empty((len(items), *grid.shape), dtype=np.float32)
+    for c, vol in enumerate(items):
+        if c > 0:
+            same = vol.spatial_shape == first.spatial_shape and np.allclose(vol.affine, first.affine, atol=1e-4)
+            if not same:
+                notes.append(f"channel {c} ({_name(vol, c)}) is on a different grid than channel 0: resampled "
+                             "onto channel 0's output grid")
+            lo_c, hi_c = world_bounds(vol.affine, vol.spatial_shape)
+            lo_o, hi_o = world_bounds(grid.affine, grid.shape)
+            if np.any(hi_c < lo_o) or np.any(lo_c > hi_o):
+                raise VolumeReadError(
+                    f"{_name(vol, c)}: does not overlap {name0} in world space, so it cannot be a channel of the "
+                    "same scan; check that the files belong together and that their headers are right"
+                )
+        out[c] = resample_array(
+            vol.data, vol.affine, grid.affine, grid.shape, config.interpolation, source=_name(vol, c)
+        )
+
+    out_mask = out[0] > config.foreground_threshold
+    out, intensity_notes = normalize(
+        out,
+        out_mask,
+        config,
+        sources=[_name(v, i) for i, v in enumerate(items)],
+        units=[v.metadata.get("units") for v in items],
+    )
+    notes.extend(intensity_notes)
+    for note in notes:
+        logger.debug("%s: %s", name0, note)
+    return Preprocessed(array=out, affine=grid.affine, notes=tuple(notes))
