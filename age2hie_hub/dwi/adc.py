@@ -1,0 +1,107 @@
+"""Trace ADC (mm^2/s) from a diffusion-weighted series.
+
+Method, as scanners do it:
+
+- volumes with b <= ``B0_THRESHOLD`` (50 s/mm^2) are b~0; they are averaged arithmetically (repeats of the
+  same contrast) and enter the fit at their mean b-value (b = 5 counts as 5, not 0);
+- the other volumes are grouped into shells by b rounded to ``SHELL_ROUNDING`` (100 s/mm^2); within a shell
+  the directions are combined by a *geometric* mean, i.e. the trace-weighted image, whose log is the
+  direction average of log-signals (an arithmetic mean biases ADC in anisotropic tissue);
+- ADC = -slope of the least-squares line through (b, ln S) over the b~0 point and every shell (with one shell
+  this is ln(S0 / Sb) / (b - b0)).
+
+Zero readings in a diffusion-weighted direction are common at high b in quantised (integer) images; they mean
+"below one unit", so non-positive direction signals are floored at the series' smallest positive DW signal
+(1 for integer data) before the log. This is what the scanner does: it reproduces Siemens' own ADC maps.
+Voxels without usable signal get ADC 0: a non-positive mean b~0 signal, a shell with no positive direction,
+or a negative fitted ADC (signal rising with b, which is noise). No masking is done here; use
+:func:`age2hie_hub.dwi.brain_mask` for that.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from age2hie_hub.errors import DiffusionError
+from age2hie_hub.io.volume import Volume
+
+log = logging.getLogger(__name__)
+
+B0_THRESHOLD = 50.0  # s/mm^2: at or below this a volume is a b~0 reference
+SHELL_ROUNDING = 100.0  # s/mm^2: b-values within a shell differ by less (scanners jitter b by a few units)
+
+
+def group_shells(bvals: Sequence[float], b0_threshold: float = B0_THRESHOLD) -> dict[float, np.ndarray]:
+    """{shell b (mean of its members): volume indices}; the b~0 group is the first key."""
+    b = np.asarray(bvals, dtype=np.float64)
+    groups: dict[float, np.ndarray] = {}
+    is_b0 = b <= b0_threshold
+    if is_b0.any():
+        groups[float(b[is_b0].mean())] = np.flatnonzero(is_b0)
+    rounded = np.round(b / SHELL_ROUNDING) * SHELL_ROUNDING
+    for key in np.unique(rounded[~is_b0]):
+        idx = np.flatnonzero(~is_b0 & (rounded == key))
+        groups[float(b[idx].mean())] = idx
+    return groups
+
+
+def compute_adc(volume: Volume, *, bvals: Sequence[float] | None = None,
+                b0_threshold: float = B0_THRESHOLD) -> Volume:
+    """Trace ADC in mm^2/s on the series' own grid (3D Volume, ``metadata["units"] == "mm2/s"``).
+
+    ``bvals`` overrides ``volume.metadata["bvals"]``. Raises DiffusionError when the input is not a 4D series
+    with one b-value per volume, at least one b~0 volume and one diffusion-weighted shell.
+    """
+    src = volume.source or "<in-memory volume>"
+    if volume.data.ndim != 4:
+        raise DiffusionError(f"{src}: ADC needs a 4D diffusion series; got a {volume.data.ndim}D image "
+                             f"of shape {volume.shape}")
+    bvals = volume.metadata.get("bvals") if bvals is None else bvals
+    if bvals is None:
+        raise DiffusionError(f"{src}: no b-values; put a .bval file beside the image or pass them explicitly")
+    b = np.asarray(bvals, dtype=np.float64).ravel()
+    if b.size != volume.n_volumes:
+        raise DiffusionError(f"{src}: {b.size} b-values for {volume.n_volumes} volumes")
+    if not np.all(np.isfinite(b)) or np.any(b < 0):
+        raise DiffusionError(f"{src}: b-values must be finite and >= 0, got {b.tolist()}")
+    groups = group_shells(b, b0_threshold)
+    if not (b <= b0_threshold).any():
+        raise DiffusionError(f"{src}: no b~0 volume (b <= {b0_threshold:g} s/mm^2) among b = {sorted(set(b.tolist()))}")
+    if len(groups) < 2:
+        raise DiffusionError(f"{src}: no diffusion-weighted volume (b > {b0_threshold:g} s/mm^2); ADC is undefined")
+
+    data = volume.data
+    shells = list(groups)
+    # ln S per group: b0 = log of the arithmetic mean, shells = mean of logs (geometric mean of directions).
+    logs = np.empty(volume.spatial_shape + (len(shells),), dtype=np.float64)
+    usable = np.ones(volume.spatial_shape, dtype=bool)
+    dw = data[..., b > b0_threshold]
+    positive = dw[dw > 0]
+    floor = float(positive.min()) if positive.size else 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for g, (bval, idx) in enumerate(groups.items()):
+            sig = data[..., idx].astype(np.float64)
+            if g == 0:
+                mean = sig.mean(axis=-1)
+                usable &= mean > 0
+                logs[..., g] = np.log(mean)
+            else:
+                usable &= np.any(sig > 0, axis=-1)
+                logs[..., g] = np.log(np.maximum(sig, floor)).mean(axis=-1)
+    logs[~usable] = 0.0
+    x = np.asarray(shells, dtype=np.float64)
+    xc = x - x.mean()
+    # Least-squares slope of ln S on b, per voxel: sum(xc * y) / sum(xc^2).
+    adc = -(logs @ xc) / float(xc @ xc)
+    adc[~usable | ~np.isfinite(adc) | (adc < 0)] = 0.0
+    n_zero = int((~usable).sum())
+    log.info("%s: ADC from b~0 (%d vols, b=%.4g) and shells %s; %d voxels without usable signal set to 0",
+             src, len(groups[shells[0]]), shells[0], [round(s) for s in shells[1:]], n_zero)
+    meta = {k: v for k, v in volume.metadata.items() if k not in ("bvals", "bvecs", "bvecs_frame")}
+    meta.update(units="mm2/s", modality="ADC",
+                adc_method={"b0_bval": shells[0], "n_b0": int(len(groups[shells[0]])),
+                            "shells": [float(s) for s in shells[1:]],
+                            "directions": [int(len(groups[s])) for s in shells[1:]]})
+    return Volume(data=adc.astype(np.float32), affine=volume.affine, metadata=meta)

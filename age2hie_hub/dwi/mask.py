@@ -1,0 +1,54 @@
+"""A brain/foreground mask for diffusion and ADC volumes: Otsu threshold, largest component, holes filled."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from age2hie_hub.dwi.adc import B0_THRESHOLD
+from age2hie_hub.io.volume import Volume
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a 1D sample (maximises between-class variance of the histogram)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist).astype(np.float64)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu0 = m0 / w0
+        mu1 = (m0[-1] - m0) / w1
+        between = w0 * w1 * (mu0 - mu1) ** 2
+    between[~np.isfinite(between)] = -1
+    return float(centers[int(np.argmax(between))])
+
+
+def brain_mask(volume: Volume, *, median_radius: int = 1) -> np.ndarray:
+    """Boolean foreground mask on the volume's spatial grid.
+
+    For a 4D diffusion series the mean b~0 image is used (the mean over volumes when there are no b-values);
+    the image is median-filtered, thresholded at Otsu's level, reduced to its largest connected component,
+    closed and hole-filled. Meant for skull-on DWI and ADC maps; it is a foreground mask, not a skull strip.
+    """
+    data = volume.data
+    if data.ndim == 4:
+        bvals = volume.metadata.get("bvals")
+        b = np.asarray(bvals, dtype=float) if bvals is not None and len(bvals) == data.shape[3] else None
+        sel = b <= B0_THRESHOLD if b is not None and (b <= B0_THRESHOLD).any() else slice(None)
+        img = data[..., sel].mean(axis=-1)
+    else:
+        img = data
+    img = np.where(np.isfinite(img), img, 0).astype(np.float32)
+    if median_radius > 0:
+        img = ndimage.median_filter(img, size=2 * median_radius + 1)
+    positive = img[img > 0]
+    if positive.size == 0:
+        return np.zeros(img.shape, dtype=bool)
+    mask = img > otsu_threshold(positive)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3, 3)), iterations=1, border_value=0)
+    return ndimage.binary_fill_holes(mask)

@@ -1,0 +1,86 @@
+"""ADC units: detect the scale of a stored ADC map and convert it to mm^2/s.
+
+Stored ADC maps come as mm^2/s (e.g. 0.0008), 1e-3 mm^2/s (0.8; also written um^2/ms) or, as Siemens stores
+integers, 1e-6 mm^2/s (800). Detection uses the median of the positive voxels (tissue and CSF dominate):
+in mm^2/s brain ADC lies within [5e-5, 1e-2] (neonatal white matter ~1.6e-3, CSF ~3e-3), so the three
+scales give disjoint ranges. A median between ranges is ambiguous: the nearest range (in log scale) is used
+and a warning says so. A caller-given unit always wins (with a warning if the values disagree).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from age2hie_hub.errors import DiffusionError
+from age2hie_hub.io.volume import Volume
+
+log = logging.getLogger(__name__)
+
+# unit -> factor to mm^2/s
+ADC_UNITS: dict[str, float] = {"mm2/s": 1.0, "1e-3mm2/s": 1e-3, "1e-6mm2/s": 1e-6}
+_ALIASES = {"mm^2/s": "mm2/s", "1e-3 mm2/s": "1e-3mm2/s", "um2/ms": "1e-3mm2/s", "µm2/ms": "1e-3mm2/s",
+            "1e-6 mm2/s": "1e-6mm2/s", "um2/s": "1e-6mm2/s", "µm2/s": "1e-6mm2/s"}
+PLAUSIBLE_MM2S = (5e-5, 1e-2)  # typical median of positive ADC voxels, in mm^2/s
+
+
+def normalise_unit(unit: str) -> str:
+    key = unit.strip().replace("²", "2")
+    key = _ALIASES.get(key, key)
+    if key not in ADC_UNITS:
+        raise DiffusionError(f"unknown ADC unit {unit!r}; use one of {', '.join(ADC_UNITS)}")
+    return key
+
+
+def detect_adc_unit(data: np.ndarray) -> tuple[str, bool]:
+    """(unit, confident) from the median of positive finite voxels."""
+    values = data[np.isfinite(data) & (data > 0)]
+    if values.size == 0:
+        raise DiffusionError("the ADC map has no positive voxels; its unit cannot be detected")
+    median = float(np.median(values))
+    lo, hi = PLAUSIBLE_MM2S
+    centre = math.sqrt(lo * hi)
+    distances = {}
+    for unit, factor in ADC_UNITS.items():
+        v = median * factor
+        if lo <= v <= hi:
+            return unit, True
+        distances[unit] = abs(math.log10(v / centre))
+    return min(distances, key=distances.get), False
+
+
+def adc_to_mm2s(volume: Volume, unit: str | None = None) -> tuple[Volume, str, list[str]]:
+    """(ADC in mm^2/s, the unit it was read as, warnings).
+
+    ``unit``: the stored unit, one of ``"mm2/s"``, ``"1e-3mm2/s"``, ``"1e-6mm2/s"``; ``None`` uses
+    ``metadata["units"]`` when it names one of those, else detects it from the value range.
+    """
+    src = volume.source or "<in-memory volume>"
+    warnings: list[str] = []
+    detected, confident = detect_adc_unit(volume.data)
+    given = unit if unit is not None else volume.metadata.get("units")
+    if given is not None and (unit is not None or _known(given)):
+        chosen = normalise_unit(given)
+        if confident and chosen != detected:
+            warnings.append(f"{src}: ADC unit given as {chosen} but the values look like {detected}; using {chosen}")
+    else:
+        chosen = detected
+        if not confident:
+            median = float(np.median(volume.data[volume.data > 0]))
+            warnings.append(f"{src}: ADC unit is ambiguous (median of positive voxels {median:.4g}); assumed "
+                            f"{chosen}; pass the unit explicitly if that is wrong")
+    for w in warnings:
+        log.warning(w)
+    factor = ADC_UNITS[chosen]
+    out = volume.with_data(volume.data * np.float32(factor), units="mm2/s",
+                           warnings=[*volume.metadata.get("warnings", []), *warnings])
+    return out, chosen, warnings
+
+
+def _known(unit: object) -> bool:
+    try:
+        normalise_unit(str(unit))
+    except DiffusionError:
+        return False
+    return True
