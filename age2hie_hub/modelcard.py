@@ -1,0 +1,586 @@
+"""Model cards: render a checkpoint's README.md from its config.json and its run's measured metrics.
+
+The card is built with huggingface_hub's ``ModelCard`` / ``ModelCardData`` (the YAML header is dumped by
+huggingface_hub, never assembled from strings). Every number in the card comes from the inputs: the
+checkpoint's ``CheckpointConfig`` (preprocessing, provenance, training range) and the run's metrics; the
+per-release metadata (``model_cards/<name>.yaml``) adds prose only (intended use, licence, data-set ids).
+
+Metrics are read in one canonical form (``normalize_evaluation``), documented in docs/release.md::
+
+    {"evaluation": [{"protocol": "multi-site", "method": "transfer", "dataset": "...", "split": "5-fold CV",
+                     "n": 156, "metrics": {"accuracy": {"mean": 0.71, "sd": 0.04, "ci_low": 0.66,
+                                                        "ci_high": 0.75}, "auc": 0.78}}]}
+
+A flat ``{"accuracy": 0.7, ...}`` mapping is accepted as one "held-out" row.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+if TYPE_CHECKING:  # the renderer reads plain attributes; importing hub.config would pull in torch
+    from age2hie_hub.hub.config import CheckpointConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BASE_TAGS", "CITATIONS", "EvalRow", "load_release_metadata", "normalize_evaluation", "render_model_card",
+    "model_card_data",
+]
+
+LIBRARY_NAME = "age2hie-hub"
+BASE_TAGS = (
+    "medical-imaging", "mri", "brain", "3d", "neonatal", "hypoxic-ischemic-encephalopathy", "brain-age",
+    "safetensors", "onnx",
+)
+# Release metadata keys a model_cards/<name>.yaml may hold; anything else is a typo and refused.
+RELEASE_KEYS = frozenset({
+    "model_name", "title", "repo_id", "license", "license_name", "license_link", "language", "base_model",
+    "datasets", "tags", "summary", "intended_use", "out_of_scope", "limitations", "training_data_notes",
+    "pipeline_tag", "method",
+})
+
+# Display names and Hub metric ids (model-index `type`) for the metrics the training core writes.
+METRIC_INFO: dict[str, tuple[str, str]] = {
+    "accuracy": ("Accuracy", "accuracy"),
+    "balanced_accuracy": ("Balanced accuracy", "balanced_accuracy"),
+    "auc": ("AUC", "roc_auc"),
+    "sensitivity": ("Sensitivity", "recall"),
+    "specificity": ("Specificity", "specificity"),
+    "f1": ("F1", "f1"),
+    "brier": ("Brier score", "brier_score"),
+    "ece": ("Calibration error (ECE)", "ece"),
+    "mae": ("MAE", "mae"),
+    "pearson_r": ("Pearson r", "pearsonr"),
+    "bias": ("Bias (mean error)", "bias"),
+}
+# Units of each input modality after the checkpoint's own ADC/intensity handling is undone by the user.
+MODALITY_UNITS = {
+    "ADC": "mm^2/s (trace apparent diffusion coefficient; 1e-3 and 1e-6 mm^2/s scalings are detected and converted)",
+    "Z-ADC": "z-score against a normative ADC atlas (unitless)",
+    "T1w": "scanner intensity (arbitrary units; normalised by the preprocessing)",
+    "DWI": "signal intensity with b-values (converted to ADC in mm^2/s before preprocessing)",
+}
+INTENSITY_TEXT = {
+    "zscore": "z-scored within the foreground (mean 0, sd 1)",
+    "mean": "divided by the foreground mean",
+    "adc_fixed": "ADC in mm^2/s multiplied by {adc_scale:g}",
+    "none": "left as they are",
+}
+# task -> (Hub task type, task display name). The Hub has no pipeline tag for image regression; the
+# model-index `type` is free text, so we name what the model does.
+TASK_INFO = {
+    "hie_outcome": ("image-classification", "2-year neurocognitive outcome after neonatal HIE"),
+    "brain_age": ("image-regression", "Brain age estimation"),
+    "classification": ("image-classification", "Phenotype classification"),
+    "regression": ("image-regression", "Phenotype regression"),
+}
+
+CITATIONS = """\
+```bibtex
+@article{bao2024age2hie,
+  title   = {{AGE2HIE}: Transfer Learning from Brain Age to Predicting Neurocognitive Outcome for Infant Brain Injury},
+  author  = {Bao, Rina and He, Sheng and Grant, P. Ellen and Ou, Yangming},
+  journal = {arXiv preprint arXiv:2411.05188},
+  year    = {2024}
+}
+@article{malik2022youtube,
+  title   = {From {YouTube} to the brain: Transfer learning can improve brain-imaging predictions with deep learning},
+  author  = {Malik, Nahiyan and Bzdok, Danilo},
+  journal = {Neural Networks},
+  volume  = {153},
+  pages   = {325--338},
+  year    = {2022},
+  doi     = {10.1016/j.neunet.2022.06.014}
+}
+@article{bao2025bonbid,
+  title   = {{BOston Neonatal Brain Injury Dataset for Hypoxic Ischemic Encephalopathy (BONBID-HIE)}: {I}. {MRI} and Lesion Labeling},
+  author  = {Bao, Rina and Song, Ya'nan and Bates, Sara V. and Weiss, Rebecca J. and Foster, Anna N. and
+             Jaimes, Camilo and Sotardi, Susan and Zhang, Yue and Hirschtick, Randy L. and Grant, P. Ellen and
+             Ou, Yangming},
+  journal = {Scientific Data},
+  volume  = {12},
+  pages   = {53},
+  year    = {2025},
+  doi     = {10.1038/s41597-024-03986-7}
+}
+```"""
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One evaluation: a protocol (and method) on a data set, with its metrics and their intervals."""
+
+    protocol: str
+    metrics: dict[str, dict[str, float]]  # name -> {"value", optional "sd", "ci_low", "ci_high", "n"}
+    method: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    n: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_release_metadata(path: str | Path) -> dict[str, Any]:
+    """Read a model_cards/<name>.yaml release file; unknown keys are refused (a typo must not vanish)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read release metadata ({exc}); fix the YAML file") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: release metadata must be a YAML mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - RELEASE_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; known keys are {sorted(RELEASE_KEYS)}")
+    return data
+
+
+def _metric_value(name: str, raw: Any) -> dict[str, float] | None:
+    """A number or a summary dict (mean/value/point, sd, ci_low/ci_high or ci95) -> {"value", ...}."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, (int, float)):
+        return {"value": float(raw)}
+    if not isinstance(raw, Mapping):
+        return None
+    for key in ("value", "mean", "point", "estimate"):
+        if isinstance(raw.get(key), (int, float)):
+            out = {"value": float(raw[key])}
+            break
+    else:
+        return None
+    lo, hi = raw.get("ci_low"), raw.get("ci_high")
+    if lo is None and isinstance(raw.get("ci95"), Sequence) and len(raw["ci95"]) == 2:
+        lo, hi = raw["ci95"]
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        out["ci_low"], out["ci_high"] = float(lo), float(hi)
+    for key in ("sd", "n"):
+        if isinstance(raw.get(key), (int, float)):
+            out[key] = float(raw[key])
+    return out
+
+
+def _row_metrics(raw: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, value in raw.items():
+        parsed = _metric_value(name, value)
+        if parsed is not None:
+            out[str(name)] = parsed
+    return out
+
+
+def normalize_evaluation(metrics: Mapping[str, Any]) -> list[EvalRow]:
+    """The run's metrics (canonical ``{"evaluation": [...]}`` or a flat mapping) -> evaluation rows."""
+    if not metrics:
+        return []
+    if "evaluation" in metrics:
+        rows = []
+        for i, entry in enumerate(metrics["evaluation"]):
+            if not isinstance(entry, Mapping) or "metrics" not in entry:
+                raise ValueError(f"metrics 'evaluation' entry {i} must be a mapping with a 'metrics' key, got {entry!r}")
+            known = {"protocol", "method", "dataset", "split", "n", "metrics"}
+            rows.append(EvalRow(
+                protocol=str(entry.get("protocol", "held-out")),
+                method=entry.get("method"),
+                dataset=entry.get("dataset"),
+                split=entry.get("split"),
+                n=int(entry["n"]) if isinstance(entry.get("n"), (int, float)) else None,
+                metrics=_row_metrics(entry["metrics"]),
+                extra={k: v for k, v in entry.items() if k not in known},
+            ))
+        return rows
+    flat = _row_metrics(metrics)
+    return [EvalRow(protocol="held-out", metrics=flat)] if flat else []
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _fmt_metric(m: dict[str, float]) -> str:
+    text = _fmt(m["value"])
+    if "sd" in m:
+        text += f" ± {_fmt(m['sd'])}"
+    if "ci_low" in m:
+        text += f" [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
+    return text
+
+
+def _synthetic(config: CheckpointConfig) -> bool:
+    prov = config.provenance
+    data = prov.get("training_data")
+    return bool(prov.get("synthetic")) or (isinstance(data, Mapping) and bool(data.get("synthetic")))
+
+
+def _dataset_label(config: CheckpointConfig, release: Mapping[str, Any]) -> tuple[str, str]:
+    """(model-index dataset type, display name) of what the evaluation ran on."""
+    data = config.provenance.get("training_data")
+    name = None
+    if isinstance(data, Mapping):
+        name = data.get("name") or data.get("dataset")
+    elif isinstance(data, str):
+        name = data
+    if _synthetic(config):
+        return "synthetic", f"Synthetic cohort ({name})" if name else "Synthetic cohort"
+    datasets = release.get("datasets") or []
+    dtype = datasets[0] if datasets else (name or "private")
+    return str(dtype), str(name or dtype)
+
+
+def _eval_results(config: CheckpointConfig, rows: list[EvalRow], release: Mapping[str, Any]) -> list[EvalResult]:
+    task_type, task_name = TASK_INFO[config.task]
+    dtype, dname = _dataset_label(config, release)
+    # Only the released method's rows are this model's results: a baseline (e.g. scratch) row in the same
+    # metrics file stays in the card's table but must not be claimed in the model-index.
+    method = release.get("method") or config.provenance.get("method")
+    results = []
+    for row in rows:
+        if method and row.method not in (None, method):
+            continue
+        for name, m in row.metrics.items():
+            # A reference number (e.g. the predict-the-mean MAE) describes a baseline, not this model.
+            if not math.isfinite(m["value"]) or "baseline" in name:
+                continue
+            label, metric_type = METRIC_INFO.get(name, (name, name))
+            args = {k: m[k] for k in ("ci_low", "ci_high", "sd") if k in m and math.isfinite(m[k])}
+            results.append(EvalResult(
+                task_type=task_type, task_name=task_name,
+                dataset_type=dtype, dataset_name=row.dataset or dname,
+                dataset_config=row.protocol, dataset_split=row.split or "test",
+                metric_type=metric_type, metric_name=f"{label} ({row.protocol}" + (f", {row.method})" if row.method else ")"), metric_value=m["value"],
+                metric_args=args or None,
+            ))
+    return results
+
+
+def model_card_data(
+    config: CheckpointConfig, *, metrics: Mapping[str, Any] | None = None, release: Mapping[str, Any] | None = None,
+) -> ModelCardData:
+    """The card's YAML header: library, licence, tags, parent model, data sets, metrics and model-index."""
+    release = dict(release or {})
+    metrics = config.metrics if metrics is None else metrics
+    rows = normalize_evaluation(metrics)
+    tags = list(BASE_TAGS) + [t for t in release.get("tags", []) if t not in BASE_TAGS]
+    if _synthetic(config):
+        tags.append("synthetic-data")
+    metric_ids = []
+    for row in rows:
+        for name in row.metrics:
+            mid = METRIC_INFO.get(name, (name, name))[1]
+            if mid not in metric_ids:
+                metric_ids.append(mid)
+    base_model = release.get("base_model") or config.provenance.get("parent_repo_id")
+    model_name = release.get("model_name") or "age2hie-model"
+    return ModelCardData(
+        model_name=model_name,
+        library_name=LIBRARY_NAME,
+        license=release.get("license", "apache-2.0"),
+        license_name=release.get("license_name"),
+        license_link=release.get("license_link"),
+        language=release.get("language"),
+        tags=tags,
+        base_model=base_model,
+        datasets=release.get("datasets"),
+        metrics=metric_ids or None,
+        pipeline_tag=release.get("pipeline_tag"),
+        eval_results=_eval_results(config, rows, release) or None,
+    )
+
+
+def _what_it_does(config: CheckpointConfig) -> str:
+    mods = " + ".join(config.input_modalities)
+    if config.task == "hie_outcome":
+        return (
+            f"Predicts the probability of an adverse 2-year neurocognitive outcome (label "
+            f"`{config.labels[-1]}`; the other label is `{config.labels[0]}`) for a newborn with hypoxic-ischemic "
+            f"encephalopathy, from {mods} brain MRI. A probability >= {config.threshold:g} is reported as "
+            f"`{config.labels[-1]}`."
+        )
+    if config.task == "brain_age":
+        spread = " and its spread (sd)" if config.model.head == "age_softbin" else ""
+        return f"Estimates brain age in {config.age_unit}{spread} from {mods} brain MRI."
+    if config.task == "classification":
+        return f"Classifies {mods} brain MRI into one of: {', '.join(f'`{x}`' for x in config.labels)}."
+    return f"Predicts a continuous phenotype from {mods} brain MRI."
+
+
+def _inputs_table(config: CheckpointConfig) -> str:
+    pre = config.preprocess
+    lines = ["| channel | modality | units expected | orientation | voxel size (mm) | grid (voxels) |",
+             "|---|---|---|---|---|---|"]
+    spacing = " x ".join(f"{s:g}" for s in pre.spacing)
+    shape = " x ".join(str(s) for s in pre.shape)
+    for i, mod in enumerate(config.input_modalities):
+        units = MODALITY_UNITS.get(mod, "as in training")
+        lines.append(f"| {i} | {mod} | {units} | {pre.orientation} | {spacing} | {shape} |")
+    return "\n".join(lines)
+
+
+def _preprocess_text(config: CheckpointConfig) -> str:
+    pre = config.preprocess
+    intensity = INTENSITY_TEXT[pre.intensity].format(adc_scale=pre.adc_scale)
+    steps = [
+        f"1. Reorient to {pre.orientation} (world mm, 4x4 affine).",
+        f"2. Resample to {' x '.join(f'{s:g}' for s in pre.spacing)} mm voxels ({pre.interpolation} interpolation).",
+        f"3. Crop or pad to {' x '.join(str(s) for s in pre.shape)} voxels ({pre.crop} crop; foreground is "
+        f"intensity > {pre.foreground_threshold:g}).",
+        f"4. Intensities {intensity}" + (f", then clipped to [{pre.clip[0]:g}, {pre.clip[1]:g}]." if pre.clip else "."),
+        f"5. Stack {pre.channels} channel(s) channels-first: {', '.join(config.input_modalities)}.",
+    ]
+    exact = json.dumps(pre.to_dict(), indent=2, sort_keys=True)
+    return "\n".join(steps) + "\n\nThe exact configuration (`config.json` -> `preprocess`):\n\n```json\n" + exact + "\n```"
+
+
+def _kv_table(data: Mapping[str, Any], header: tuple[str, str] = ("field", "value")) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    for key in sorted(data):
+        value = data[key]
+        if isinstance(value, (dict, list, tuple)):
+            value = "`" + json.dumps(value, sort_keys=True) + "`"
+        lines.append(f"| {key} | {value} |")
+    return "\n".join(lines)
+
+
+def _training_data_text(config: CheckpointConfig, release: Mapping[str, Any]) -> str:
+    data = config.provenance.get("training_data")
+    parts = []
+    if _synthetic(config):
+        parts.append("**Synthetic data.** The training (and evaluation) volumes were generated by "
+                     "`age2hie_hub.synth`; no real patient was involved. Generator parameters:")
+    if isinstance(data, Mapping):
+        parts.append(_kv_table({k: v for k, v in data.items() if k != "synthetic"}))
+    elif data:
+        parts.append(str(data))
+    else:
+        parts.append("The run did not record a training-data description (`provenance.training_data`).")
+    if config.training_range:
+        parts.append("Value ranges seen in training (inputs outside them trigger a warning at prediction time):\n\n"
+                     + _kv_table(config.training_range, ("quantity", "range")))
+    if release.get("training_data_notes"):
+        parts.append(str(release["training_data_notes"]).strip())
+    return "\n\n".join(parts)
+
+
+def _evaluation_text(rows: list[EvalRow], synthetic: bool) -> str:
+    if not rows:
+        return "No evaluation was recorded for this checkpoint; treat its performance as unknown."
+    names = []
+    for row in rows:
+        names += [n for n in row.metrics if n not in names]
+    head = ["protocol", "method", "data", "n", *(METRIC_INFO.get(n, (n, n))[0] for n in names)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row.protocol, row.method or "", " ".join(x for x in (row.dataset, row.split) if x) or "",
+                 "" if row.n is None else str(row.n)]
+        cells += [_fmt_metric(row.metrics[n]) if n in row.metrics else "" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = ("Cells read `mean ± sd [95 % CI low, high]` as written by the run (sd over folds/seeds, CI from the "
+            "bootstrap); a bare number is a single estimate.")
+    if synthetic:
+        note += " **These numbers are measured on synthetic data and say nothing about performance on patients.**"
+    return "\n".join(lines) + "\n\n" + note
+
+
+def _usage_text(config: CheckpointConfig, name: str) -> str:
+    if "T1w" in config.input_modalities:
+        scan = "t1w.nii.gz"
+    elif config.input_modalities[0] == "ADC":
+        scan = "adc.nii.gz"
+    else:
+        scan = "scan.nii.gz"
+    two = config.preprocess.channels > 1
+    py_args = f'"{scan}"' + (', second_channel="zadc.nii.gz"' if two else "")
+    cli_args = scan + (" --second-channel zadc.nii.gz" if two else "")
+    out_py = {"hie_outcome": "print(prediction.probability, prediction.label)",
+              "brain_age": "print(prediction.age, prediction.age_unit)"}.get(config.task, "print(prediction.score)")
+    shape = ", ".join(str(s) for s in config.preprocess.shape)
+    return f"""Python:
+
+```python
+from age2hie_hub import from_pretrained, Predictor
+
+model = from_pretrained("{name}")  # torch module in eval mode; its preprocessing is model.checkpoint_config
+predictor = Predictor.from_pretrained("{name}")  # reads, converts and preprocesses for you
+prediction = predictor.predict({py_args})
+{out_py}
+```
+
+Command line:
+
+```bash
+age2hie-predict {cli_args} --model {name} --json
+age2hie-predict {cli_args} --model {name} --backend onnx   # ONNX Runtime; torch is not imported
+```
+
+ONNX directly (`model.onnx` in this repository) takes the *preprocessed* array, float32 of shape
+`(N, {config.preprocess.channels}, {shape})`; the batch axis is dynamic:
+
+```python
+import onnxruntime as ort
+session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+outputs = session.run(None, {{session.get_inputs()[0].name: array}})
+```"""
+
+
+def _provenance_text(config: CheckpointConfig, files: Mapping[str, str] | None) -> str:
+    prov = {k: v for k, v in config.provenance.items() if k != "training_data"}
+    prov.setdefault("library_version", "not recorded")
+    for key in ("git_commit", "seed", "data_manifest_sha256"):
+        prov.setdefault(key, "not recorded")
+    prov["architecture"] = {"arch": config.model.arch, **config.model.arch_args}
+    prov["head"] = {"head": config.model.head, **config.model.head_args}
+    prov["config_format_version"] = config.format_version
+    text = _kv_table(prov)
+    if files:
+        text += "\n\nFile checksums (SHA-256):\n\n" + _kv_table(dict(files), ("file", "sha256"))
+    return text
+
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+{{ banner }}
+
+{{ what }}
+
+## Model
+
+{{ summary }}
+
+Inputs (from this checkpoint's preprocessing config; the library applies it for you):
+
+{{ inputs }}
+
+Output: {{ output }}
+
+## Intended use
+
+{{ intended_use }}
+
+## Out-of-scope use
+
+{{ out_of_scope }}
+
+## Training data
+
+{{ training_data }}
+
+## Preprocessing
+
+{{ preprocessing }}
+
+## Evaluation
+
+{{ evaluation }}
+
+## Limitations
+
+{{ limitations }}
+
+## How to use
+
+{{ usage }}
+
+## Provenance
+
+{{ provenance }}
+
+## Citation
+
+If you use this model, cite the methods and the data it builds on:
+
+{{ citations }}
+"""
+
+DEFAULT_INTENDED = ("Research on neonatal and paediatric brain MRI: reproducing and extending AGE2HIE-style "
+                    "transfer learning, benchmarking, and as a starting checkpoint for fine-tuning on your own cohort.")
+DEFAULT_OUT_OF_SCOPE = ("This is **not a clinical decision tool** and is not a medical device. Do not use it to "
+                        "diagnose, to predict an individual patient's outcome, or to guide treatment or "
+                        "counselling. Do not use it on modalities, ages or acquisition settings outside those "
+                        "described under Training data.")
+
+
+def _limitations_text(config: CheckpointConfig, release: Mapping[str, Any], synthetic: bool) -> str:
+    items = list(release.get("limitations") or [])
+    if synthetic:
+        items.insert(0, "Trained and evaluated on synthetic volumes only: its weights encode the generator's "
+                        "ground truth, not human anatomy or pathology.")
+    rng = config.training_range
+    if rng:
+        items.append("Inputs outside the training ranges (" + ", ".join(f"{k} {v}" for k, v in sorted(rng.items()))
+                     + ") are extrapolation; the library warns when it sees them.")
+    items.append("Performance shifts between sites, scanners, field strengths and acquisition protocols; "
+                 "validate on your own site before drawing conclusions.")
+    return "\n".join(f"- {item}" for item in items)
+
+
+def render_model_card(
+    config: CheckpointConfig,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    release: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+    files: Mapping[str, str] | None = None,
+) -> ModelCard:
+    """Render the full model card of a checkpoint.
+
+    ``metrics`` defaults to ``config.metrics``; ``release`` is a ``model_cards/<name>.yaml`` mapping (prose and
+    ids only); ``repo_id`` is the name users load it by; ``files`` maps file names to their SHA-256.
+    """
+    release = dict(release or {})
+    metrics = config.metrics if metrics is None else metrics
+    rows = normalize_evaluation(metrics)
+    synthetic = _synthetic(config)
+    name = repo_id or release.get("repo_id") or release.get("model_name") or "path/to/checkpoint"
+    card_data = model_card_data(config, metrics=metrics, release=release)
+    if synthetic:
+        banner = ("> **Trained on synthetic data.** This checkpoint was trained on synthetic volumes generated by "
+                  "`age2hie_hub.synth`, not on patients. It demonstrates the pipeline; it is not for clinical use "
+                  "and its numbers say nothing about real-world performance.")
+    else:
+        banner = "> **Research use only.** Not a medical device and not a clinical decision tool."
+    parent = release.get("base_model") or config.provenance.get("parent_repo_id") or config.provenance.get("parent")
+    version = config.provenance.get("library_version")
+    summary = (f"Backbone `{config.model.arch}`, head `{config.model.head}`; trained with age2hie-hub "
+               + (f"{version}." if version else "(version not recorded)."))
+    if parent:
+        summary += f" Transferred from `{parent}` (AGE2HIE: pretrain on brain age, refine a new head, finetune all layers)."
+    if config.task == "hie_outcome":
+        output = (f"P(`{config.labels[-1]}`) in [0, 1]; label `{config.labels[-1]}` when P >= {config.threshold:g}, "
+                  f"else `{config.labels[0]}`.")
+    elif config.task == "brain_age":
+        output = f"age in {config.age_unit}" + (" with its sd" if config.model.head == "age_softbin" else "") + "."
+    else:
+        output = f"one of {list(config.labels)}." if config.task == "classification" else "a continuous value."
+    return ModelCard.from_template(
+        card_data,
+        template_str=TEMPLATE,
+        title=(release.get("title") or name) + (" (trained on synthetic data)" if synthetic else ""),
+        banner=banner,
+        what=str(release.get("summary") or _what_it_does(config)).strip(),
+        summary=summary,
+        inputs=_inputs_table(config),
+        output=output,
+        intended_use=str(release.get("intended_use") or DEFAULT_INTENDED).strip(),
+        out_of_scope=str(release.get("out_of_scope") or DEFAULT_OUT_OF_SCOPE).strip(),
+        training_data=_training_data_text(config, release),
+        preprocessing=_preprocess_text(config),
+        evaluation=_evaluation_text(rows, synthetic),
+        limitations=_limitations_text(config, release, synthetic),
+        usage=_usage_text(config, name),
+        provenance=_provenance_text(config, files),
+        citations=CITATIONS,
+    )

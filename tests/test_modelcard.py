@@ -1,0 +1,226 @@
+"""Model cards: rendered from a real checkpoint folder + the run's metrics.json; numbers and YAML checked."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+
+from age2hie_hub.modelcard import (
+    BASE_TAGS, load_release_metadata, normalize_evaluation, render_model_card,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CARDS = REPO / "model_cards"
+
+# What a training run writes (shape of age2hie_hub.train.metrics.summarize per metric), with values that
+# are not round so that a number invented or rounded differently by the renderer cannot match.
+METRICS = {
+    "evaluation": [
+        {"protocol": "multi-site", "method": "transfer", "split": "5-fold CV", "n": 156, "metrics": {
+            "accuracy": {"mean": 0.6812, "sd": 0.0437, "ci_low": 0.6391, "ci_high": 0.7204, "n": 5},
+            "auc": {"mean": 0.7433, "sd": 0.0518, "ci_low": 0.6978, "ci_high": 0.7901, "n": 5},
+            "f1": 0.6627,
+        }},
+        {"protocol": "cross-site", "method": "transfer", "split": "BCH->MGH", "n": 84, "metrics": {
+            "accuracy": {"mean": 0.6071, "sd": 0.0, "ci_low": 0.5119, "ci_high": 0.7024},
+        }},
+        {"protocol": "multi-site", "method": "scratch", "split": "5-fold CV", "n": 156, "metrics": {
+            "accuracy": {"mean": 0.6423, "sd": 0.0561, "ci_low": 0.5893, "ci_high": 0.6932},
+        }},
+    ]
+}
+PROVENANCE = {
+    "synthetic": True,
+    "seed": 1234,
+    "git_commit": "0123456789abcdef0123456789abcdef01234567",
+    "data_manifest_sha256": "f" * 64,
+    "library_version": "0.1.0",
+    "method": "transfer",
+    "parent": "age2hie-hub/brain-age",
+    "training_data": {"generator": "age2hie_hub.synth.make_hie_cohort", "n": 156, "seed": 7,
+                      "sites": ["BCH", "MGH"]},
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run folder as the training core leaves it: checkpoint/ (written by the real save_pretrained) + metrics.json."""
+    from age2hie_hub.hub.checkpoint import save_pretrained
+    from age2hie_hub.hub.config import CheckpointConfig
+    from age2hie_hub.models import build_model
+    from age2hie_hub.models.config import ModelConfig
+    from age2hie_hub.preprocess.config import PreprocessConfig
+
+    run = tmp_path_factory.mktemp("run")
+    model = build_model(ModelConfig("resnet3d_10", {"in_channels": 2, "width": 0.125}, head="outcome"))
+    config = CheckpointConfig(
+        model=model.config,
+        preprocess=PreprocessConfig(spacing=(1.5, 1.5, 2.5), shape=(24, 24, 16), intensity="adc_fixed",
+                                    clip=(0.0, 3.5), channels=2),
+        input_modalities=("ADC", "Z-ADC"),
+        training_range={"spacing_mm": [0.7, 3.0], "adc_mm2s": [0.0, 0.0032]},
+        provenance=PROVENANCE,
+        metrics=METRICS,
+    )
+    save_pretrained(model, run / "checkpoint", config)
+    (run / "metrics.json").write_text(json.dumps(METRICS), encoding="utf-8")
+    return run
+
+
+def _card(run_dir: Path, **kw) -> ModelCard:
+    from age2hie_hub.hub.checkpoint import read_config
+
+    config = read_config(run_dir / "checkpoint")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return render_model_card(config, metrics=metrics, release=load_release_metadata(CARDS / "age2hie.yaml"), **kw)
+
+
+def _header(text: str) -> dict:
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    assert match, "card has no YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def test_header_parses_and_carries_metadata(run_dir, tmp_path):
+    card = _card(run_dir, repo_id="org/age2hie")
+    header = _header(card.content)
+    assert header["library_name"] == "age2hie-hub"
+    assert header["license"] == "apache-2.0"
+    assert header["base_model"] == "age2hie-hub/brain-age"
+    assert set(BASE_TAGS) <= set(header["tags"]) and "synthetic-data" in header["tags"]
+    assert {"accuracy", "roc_auc", "f1"} <= set(header["metrics"])
+    # Round trip through huggingface_hub's own loader.
+    path = tmp_path / "README.md"
+    card.save(path)
+    loaded = ModelCard.load(path)
+    assert loaded.data.library_name == "age2hie-hub"
+    assert loaded.data.model_name == "age2hie"
+
+
+def test_model_index_numbers_are_the_run_files_numbers(run_dir, tmp_path):
+    card = _card(run_dir)
+    card.save(tmp_path / "README.md")
+    results = ModelCard.load(tmp_path / "README.md").data.eval_results
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    expected = {}
+    for row in metrics["evaluation"]:
+        if row["method"] != "transfer":
+            continue
+        for name, value in row["metrics"].items():
+            expected[(row["protocol"], name)] = value["mean"] if isinstance(value, dict) else value
+    ids = {"accuracy": "accuracy", "auc": "roc_auc", "f1": "f1"}
+    got = {(r.dataset_config, r.metric_type): r.metric_value for r in results}
+    assert got == {(p, ids[n]): v for (p, n), v in expected.items()}  # exact, and no scratch row claimed
+    acc = next(r for r in results if r.dataset_config == "multi-site" and r.metric_type == "accuracy")
+    assert acc.metric_args == {"ci_low": 0.6391, "ci_high": 0.7204, "sd": 0.0437}
+    assert all(r.dataset_type == "synthetic" for r in results)
+
+
+def test_every_metric_number_appears_in_the_evaluation_table(run_dir):
+    text = _card(run_dir).content
+    table = text.split("## Evaluation", 1)[1].split("## Limitations", 1)[0]
+    for row in METRICS["evaluation"]:
+        line = next(ln for ln in table.splitlines() if ln.startswith(f"| {row['protocol']} | {row['method']} |"))
+        for value in row["metrics"].values():
+            if isinstance(value, dict):
+                cell = f"{value['mean']:.3f} ± {value['sd']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
+            else:
+                cell = f"{value:.3f}"
+            assert cell in line, (cell, line)
+        assert f"| {row['n']} |" in line
+    # Numbers in the table that are not in the metrics file would be invented: there are none.
+    numbers = set(re.findall(r"\d+\.\d{3}", table))
+    allowed = set()
+    for row in METRICS["evaluation"]:
+        for value in row["metrics"].values():
+            for v in (value.values() if isinstance(value, dict) else [value]):
+                allowed.add(f"{v:.3f}")
+    assert numbers <= allowed, numbers - allowed
+
+
+def test_synthetic_is_said_in_the_first_lines(run_dir):
+    body = _card(run_dir).content.split("\n---\n", 1)[1].lstrip().splitlines()
+    first = "\n".join(body[:3]).lower()
+    assert "synthetic" in first
+
+
+def test_inputs_preprocessing_and_provenance_come_from_the_checkpoint(run_dir):
+    from age2hie_hub.hub.checkpoint import read_config
+
+    config = read_config(run_dir / "checkpoint")
+    text = _card(run_dir).content
+    exact = text.split("The exact configuration", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(exact) == config.preprocess.to_dict()
+    assert "| 0 | ADC | mm^2/s" in text and "| 1 | Z-ADC |" in text
+    assert "| RAS | 1.5 x 1.5 x 2.5 | 24 x 24 x 16 |" in text
+    for key in ("seed", "git_commit", "data_manifest_sha256", "library_version"):
+        assert f"| {key} | {PROVENANCE[key]} |" in text
+    assert "| generator | age2hie_hub.synth.make_hie_cohort |" in text
+    assert "not a clinical decision tool" in text
+    for cite in ("2411.05188", "10.1016/j.neunet.2022.06.014", "BONBID-HIE"):
+        assert cite in text
+    assert "second_channel=" in text and "--backend onnx" in text and "(N, 2, 24, 24, 16)" in text
+
+
+def test_file_checksums_listed(run_dir):
+    digest = "a" * 64
+    text = _card(run_dir, files={"model.safetensors": digest}).content
+    assert f"| model.safetensors | {digest} |" in text
+
+
+def test_rendering_is_deterministic(run_dir):
+    assert _card(run_dir).content == _card(run_dir).content
+
+
+def test_no_metrics_says_unknown_not_zero(run_dir):
+    from age2hie_hub.hub.checkpoint import read_config
+
+    config = read_config(run_dir / "checkpoint")
+    card = render_model_card(config, metrics={})
+    assert "No evaluation was recorded" in card.content
+    assert "model-index" not in _header(card.content)
+
+
+def test_brain_age_card(tmp_path):
+    from age2hie_hub.hub.config import CheckpointConfig
+    from age2hie_hub.models.config import ModelConfig
+    from age2hie_hub.preprocess.config import PreprocessConfig
+
+    config = CheckpointConfig(
+        model=ModelConfig("sfcn", head="age_softbin", head_args={"bins": 40, "age_range": [0, 97]}),
+        preprocess=PreprocessConfig(intensity="mean"), task="brain_age", labels=(), input_modalities=("T1w",),
+        provenance={"synthetic": False, "training_data": "IXI-like cohort"},
+    )
+    metrics = {"mae": 3.217, "pearson_r": 0.912, "mae_baseline": 11.04}
+    card = render_model_card(config, metrics=metrics, release=load_release_metadata(CARDS / "brain-age.yaml"))
+    header = _header(card.content)
+    assert "base_model" not in header
+    values = {m["type"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
+    assert values == {"mae": 3.217, "pearsonr": 0.912}  # the baseline's MAE is not claimed as the model's
+    assert "11.040" in card.content.split("## Evaluation", 1)[1]  # but it is reported in the table
+    assert "age in years with its sd" in card.content
+    assert "synthetic" not in "\n".join(card.content.split("\n---\n", 1)[1].splitlines()[:4]).lower()
+
+
+def test_release_metadata_files_load_and_typos_are_refused(tmp_path):
+    for path in sorted(CARDS.glob("*.yaml")):
+        data = load_release_metadata(path)
+        assert data["license"] and data["model_name"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name: x\nlicence: mit\n")
+    with pytest.raises(ValueError, match="licence"):
+        load_release_metadata(bad)
+
+
+def test_normalize_evaluation_forms():
+    assert normalize_evaluation({}) == []
+    (row,) = normalize_evaluation({"accuracy": 0.5, "ci95": [0.1, 0.2], "note": "x"})
+    assert row.protocol == "held-out" and row.metrics == {"accuracy": {"value": 0.5}}
+    (row,) = normalize_evaluation({"evaluation": [{"metrics": {"auc": {"value": 0.8, "ci95": [0.7, 0.9]}}}]})
+    assert row.metrics["auc"] == {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}
+    with pytest.raises(ValueError, match="entry 0"):
+        normalize_evaluation({"evaluation": [{"protocol": "x"}]})
