@@ -30,31 +30,35 @@ def _first_existing(base: Path, suffixes: tuple[str, ...]) -> Path | None:
     return None
 
 
-def read_bvals(path: Path, n_volumes: int | None = None) -> list[float]:
+def _of(image: Path | None) -> str:
+    return f" of {image.name}" if image is not None else ""
+
+
+def read_bvals(path: Path, n_volumes: int | None = None, image: Path | None = None) -> list[float]:
     """b-values (s/mm^2) from an FSL .bval file; checked against the series length when given."""
     try:
         values = np.loadtxt(path, dtype=np.float64, ndmin=1).ravel()
     except (OSError, ValueError) as exc:
-        raise fail(path, f"cannot parse b-values ({exc}); expected one line of numbers") from exc
+        raise fail(path, f"cannot parse b-values{_of(image)} ({exc}); expected one line of numbers") from exc
     if not np.all(np.isfinite(values)) or np.any(values < 0):
-        raise fail(path, "b-values must be finite and >= 0")
+        raise fail(path, f"b-values{_of(image)} must be finite and >= 0")
     if n_volumes is not None and values.size != n_volumes:
-        raise fail(path, f"has {values.size} b-values but the image has {n_volumes} volumes")
+        raise fail(path, f"has {values.size} b-values but {image.name if image is not None else 'the image'} has {n_volumes} volumes")
     return [float(v) for v in values]
 
 
-def read_bvecs(path: Path, n_volumes: int | None = None) -> list[list[float]]:
+def read_bvecs(path: Path, n_volumes: int | None = None, image: Path | None = None) -> list[list[float]]:
     """Gradient directions from an FSL .bvec file (3 rows of N, or N rows of 3)."""
     try:
         values = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as exc:
-        raise fail(path, f"cannot parse b-vectors ({exc}); expected 3 lines of numbers") from exc
+        raise fail(path, f"cannot parse b-vectors{_of(image)} ({exc}); expected 3 lines of numbers") from exc
     if values.shape[0] != 3 and values.shape[1] == 3:
         values = values.T
     if values.shape[0] != 3:
-        raise fail(path, f"b-vectors have shape {values.shape}; expected 3 rows (x, y, z)")
+        raise fail(path, f"b-vectors{_of(image)} have shape {values.shape}; expected 3 rows (x, y, z)")
     if n_volumes is not None and values.shape[1] != n_volumes:
-        raise fail(path, f"has {values.shape[1]} b-vectors but the image has {n_volumes} volumes")
+        raise fail(path, f"has {values.shape[1]} b-vectors but {image.name if image is not None else 'the image'} has {n_volumes} volumes")
     if not np.all(np.isfinite(values)):
         # Some tools (dipy's own test data among them) write "nan nan nan" for b=0 volumes: no direction.
         log.info("%s: non-finite b-vectors read as (0, 0, 0)", path)
@@ -62,13 +66,13 @@ def read_bvecs(path: Path, n_volumes: int | None = None) -> list[list[float]]:
     return values.T.tolist()
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, image: Path | None = None) -> dict[str, Any]:
     try:
         sidecar = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise fail(path, f"JSON sidecar cannot be read ({exc})") from exc
+        raise fail(path, f"JSON sidecar{_of(image)} cannot be read ({exc})") from exc
     if not isinstance(sidecar, dict):
-        raise fail(path, "JSON sidecar must hold an object")
+        raise fail(path, f"JSON sidecar{_of(image)} must hold an object")
     return sidecar
 
 
@@ -82,9 +86,9 @@ def find_sidecars(image: Path, n_volumes: int) -> dict[str, Any]:
     # Only a 4D series has one b-value per volume; a 3D image with a .bval beside it is an odd case, keep it.
     n = n_volumes if n_volumes > 1 else None
     if bval is not None:
-        meta["bvals"] = read_bvals(bval, n)
+        meta["bvals"] = read_bvals(bval, n, image)
     if bvec is not None:
-        meta["bvecs"] = read_bvecs(bvec, n)
+        meta["bvecs"] = read_bvecs(bvec, n, image)
     if sidecar is not None:
-        meta["sidecar"] = read_json(sidecar)
+        meta["sidecar"] = read_json(sidecar, image)
     return meta

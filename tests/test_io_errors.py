@@ -1,0 +1,187 @@
+"""A corpus of bad files, built here, each rejected by read_volume with a clear VolumeReadError."""
+from __future__ import annotations
+
+import gzip
+import struct
+import time
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from age2hie_hub.errors import VolumeReadError
+from age2hie_hub.io import read_volume, write_volume
+from age2hie_hub.io.volume import Volume
+
+sitk = pytest.importorskip("SimpleITK")
+
+PIXDIM = 76  # byte offset of pixdim[0..7] (float32) in a NIfTI-1 header
+DIM = 40  # byte offset of dim[0..7] (int16)
+SROW_Y = 296  # byte offset of srow_y[0..3] (float32)
+
+
+def save_qform_nifti(path: Path, data: np.ndarray, zooms=(2.0, 2.0, 2.0)) -> Path:
+    """A NIfTI whose affine comes from pixdim (qform only), as many scanners' converters write."""
+    img = nib.Nifti1Image(data, np.diag([*zooms, 1.0]))
+    img.set_qform(img.affine, 1)
+    img.set_sform(None, 0)
+    nib.save(img, path)
+    return path
+
+
+def patch(path: Path, offset: int, fmt: str, *values) -> Path:
+    raw = bytearray(path.read_bytes())
+    raw[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, *values)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def cube(shape=(4, 4, 4)) -> np.ndarray:
+    return np.random.default_rng(0).uniform(1, 2, size=shape).astype(np.float32)
+
+
+def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, regex its error message must match)."""
+    corpus: dict[str, tuple[Path, str]] = {}
+    corpus["missing"] = (tmp / "nope.nii.gz", "no such file")
+    (tmp / "notes.txt").write_text("not an image")
+    corpus["unknown_format"] = (tmp / "notes.txt", "unknown image format")
+    (tmp / "garbage.nii").write_bytes(b"\x00\x01garbage" * 50)
+    corpus["garbage_nifti"] = (tmp / "garbage.nii", "not a readable NIfTI")
+    (tmp / "garbage.nii.gz").write_bytes(b"\x1f\x8bnot really gzip" * 10)
+    corpus["garbage_gzip"] = (tmp / "garbage.nii.gz", "not a readable NIfTI|corrupt")
+
+    full = save_qform_nifti(tmp / "full.nii", cube((8, 8, 8)))
+    (tmp / "truncated.nii").write_bytes(full.read_bytes()[:1000])
+    corpus["truncated_nii"] = (tmp / "truncated.nii", "truncated")
+    nib.save(nib.Nifti1Image(cube((16, 16, 16)), np.eye(4)), tmp / "full.nii.gz")
+    (tmp / "truncated.nii.gz").write_bytes((tmp / "full.nii.gz").read_bytes()[:2000])
+    corpus["truncated_nii_gz"] = (tmp / "truncated.nii.gz", "corrupt or truncated|not a readable")
+
+    sitk.WriteImage(sitk.GetImageFromArray(cube((8, 8, 8))), str(tmp / "full.mha"), useCompression=False)
+    raw = (tmp / "full.mha").read_bytes()
+    (tmp / "truncated.mha").write_bytes(raw[: len(raw) - 1000])
+    corpus["truncated_mha"] = (tmp / "truncated.mha", "corrupt or truncated")
+    (tmp / "garbage.nrrd").write_bytes(b"NRRD0004\nthis is: nonsense\n\n\x00\x01")
+    corpus["garbage_nrrd"] = (tmp / "garbage.nrrd", "not a readable|corrupt")
+
+    nib.save(nib.Nifti1Image(np.ones((5, 5), np.float32), np.eye(4)), tmp / "flat.nii.gz")
+    corpus["2d"] = (tmp / "flat.nii.gz", "is 2D")
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 3, 2, 2), np.float32), np.eye(4)), tmp / "five.nii.gz")
+    corpus["5d"] = (tmp / "five.nii.gz", "is 5D")
+    nib.save(nib.Nifti1Image(np.zeros((0, 4, 4), np.float32), np.eye(4)), tmp / "empty.nii.gz")
+    corpus["0_voxels"] = (tmp / "empty.nii.gz", "empty .*0 voxels")
+
+    corpus["zero_spacing"] = (patch(save_qform_nifti(tmp / "zero_sp.nii", cube()), PIXDIM + 8, "<f", 0.0),
+                              "zero or negative")
+    corpus["negative_spacing"] = (patch(save_qform_nifti(tmp / "neg_sp.nii", cube()), PIXDIM + 4, "<f", -2.0),
+                                  "zero or negative")
+    corpus["nan_spacing"] = (patch(save_qform_nifti(tmp / "nan_sp.nii", cube()), PIXDIM + 12, "<f", float("nan")),
+                             "not finite")
+    sform = nib.Nifti1Image(cube(), np.eye(4))
+    sform.set_qform(None, 0)
+    sform.set_sform(np.eye(4), 1)
+    nib.save(sform, tmp / "sform_zero.nii")
+    corpus["zero_spacing_sform"] = (patch(tmp / "sform_zero.nii", SROW_Y, "<4f", 0, 0, 0, 0), "zero or negative")
+    (tmp / "zero_sp.mha").write_bytes(raw.replace(b"ElementSpacing = 1 1 1", b"ElementSpacing = 1 0 1"))
+    corpus["zero_spacing_mha"] = (tmp / "zero_sp.mha", "zero or negative|not a readable")
+
+    # Headers claiming huge images over tiny files: rejected from the header alone.
+    huge = save_qform_nifti(tmp / "huge.nii", cube())
+    corpus["huge_nifti"] = (patch(huge, DIM, "<8h", 4, 4000, 4000, 4000, 1, 1, 1, 1), "need .* GiB, over the limit")
+    (tmp / "huge.mha").write_bytes(raw.replace(b"DimSize = 8 8 8", b"DimSize = 4000 4000 4000"))
+    corpus["huge_mha"] = (tmp / "huge.mha", "need .* GiB, over the limit")
+
+    (tmp / "empty_dir").mkdir()
+    corpus["empty_dicom_folder"] = (tmp / "empty_dir", "no DICOM")
+    (tmp / "not_dicom").mkdir()
+    (tmp / "not_dicom" / "readme.txt").write_text("hello")
+    corpus["folder_without_dicom"] = (tmp / "not_dicom", "no DICOM")
+    (tmp / "broken.zip").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    corpus["corrupt_zip"] = (tmp / "broken.zip", "corrupt|no DICOM")
+    with zipfile.ZipFile(tmp / "empty.zip", "w"):
+        pass
+    corpus["empty_zip"] = (tmp / "empty.zip", "zip archive is empty|no DICOM")
+    (tmp / "fake.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\x00" * 20)
+    corpus["corrupt_dicom_file"] = (tmp / "fake.dcm", "no DICOM|dcm2niix")
+
+    dwi = save_qform_nifti(tmp / "dwi.nii.gz", cube((4, 4, 4, 3)))
+    (tmp / "dwi.bval").write_text("0 1000\n")
+    corpus["bval_count_mismatch"] = (dwi, r"dwi\.bval: has 2 b-values but dwi\.nii\.gz has 3 volumes")
+    dwi2 = save_qform_nifti(tmp / "dwi2.nii.gz", cube((4, 4, 4, 3)))
+    (tmp / "dwi2.bval").write_text("0 abc 1000\n")
+    corpus["bval_unparsable"] = (dwi2, r"dwi2\.bval: cannot parse b-values of dwi2\.nii\.gz")
+    return corpus
+
+
+CASES = [
+    "missing", "unknown_format", "garbage_nifti", "garbage_gzip", "truncated_nii", "truncated_nii_gz",
+    "truncated_mha", "garbage_nrrd", "2d", "5d", "0_voxels", "zero_spacing", "negative_spacing", "nan_spacing",
+    "zero_spacing_sform", "zero_spacing_mha", "huge_nifti", "huge_mha", "empty_dicom_folder",
+    "folder_without_dicom", "corrupt_zip", "empty_zip", "corrupt_dicom_file", "bval_count_mismatch",
+    "bval_unparsable",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    return bad_files(tmp_path_factory.mktemp("bad"))
+
+
+def test_corpus_covers_every_case(corpus):
+    assert sorted(corpus) == sorted(CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_file_gives_clear_error(corpus, case):
+    path, pattern = corpus[case]
+    with pytest.raises(VolumeReadError, match=pattern) as info:
+        read_volume(path)
+    message = str(info.value)
+    assert "\n" not in message.strip()
+    assert Path(path).name in message or str(path) in message  # the error names the file
+
+
+def test_huge_header_is_rejected_without_reading_data(corpus):
+    # 4000^3 float32 would be ~238 GiB: the rejection must come from the header, instantly.
+    start = time.perf_counter()
+    with pytest.raises(VolumeReadError):
+        read_volume(corpus["huge_nifti"][0])
+    assert time.perf_counter() - start < 1.0
+
+
+def test_max_bytes_is_a_parameter(tmp_path):
+    path = save_qform_nifti(tmp_path / "ok.nii", cube((10, 10, 10)))
+    assert read_volume(path, max_bytes=4000).shape == (10, 10, 10)
+    with pytest.raises(VolumeReadError, match="over the limit"):
+        read_volume(path, max_bytes=3999)
+
+
+def test_non_finite_voxels_are_counted_zeroed_and_logged(tmp_path, caplog):
+    data = cube((5, 5, 5))
+    data[0, 0, 0], data[1, 1, 1], data[2, 2, 2] = np.nan, np.inf, -np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "nan.nii.gz")
+    with caplog.at_level("WARNING"):
+        vol = read_volume(tmp_path / "nan.nii.gz")
+    assert np.all(np.isfinite(vol.data))
+    assert vol.data[0, 0, 0] == vol.data[1, 1, 1] == vol.data[2, 2, 2] == 0
+    np.testing.assert_array_equal(vol.data[3], data[3])
+    (warning,) = vol.metadata["warnings"]
+    assert "3 of 125 voxels were not finite" in warning and "replaced with 0" in warning
+    assert "nan.nii.gz" in caplog.text and "not finite" in caplog.text
+
+
+def test_all_zero_image_is_accepted_with_a_warning(tmp_path):
+    # A lesion mask without lesions is all zero and valid: accepted, but the warning says it.
+    write_volume(Volume(np.zeros((4, 4, 4)), np.eye(4)), tmp_path / "zeros.mha")
+    vol = read_volume(tmp_path / "zeros.mha")
+    assert not vol.data.any()
+    assert any("every voxel is 0" in w for w in vol.metadata["warnings"])
+
+
+def test_gzip_of_garbage_is_corrupt(tmp_path):
+    (tmp_path / "g.nii.gz").write_bytes(gzip.compress(b"\x00" * 100))
+    with pytest.raises(VolumeReadError, match="g.nii.gz"):
+        read_volume(tmp_path / "g.nii.gz")
