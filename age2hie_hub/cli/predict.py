@@ -1,0 +1,229 @@
+"""age2hie-predict: run a checkpoint on scans (also `python -m age2hie_hub`).
+
+Heavy imports (torch, SimpleITK, onnxruntime) happen inside main() so that --help is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from age2hie_hub.cli._common import EXIT_ERROR, EXIT_OK, add_verbosity, run_main, setup_logging
+
+PROG = "age2hie-predict"
+CHALLENGE_ADC = Path("images/skull-stripped-adc-brain-mri")
+CHALLENGE_ZADC = Path("images/z-score-adc")
+CHALLENGE_OUTPUT = "2-year-neurocognitive-outcome.json"
+CSV_COLUMNS = (
+    "source", "status", "task", "label", "probability", "threshold", "age", "age_sd", "age_unit", "value",
+    "model", "revision", "weights_sha256", "synthetic_model", "backend", "device", "warnings", "error",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Predict 2-year HIE outcome (or brain age) from ADC / DWI / T1 scans with an age2hie-hub model.",
+        epilog="INPUT may be files (NIfTI, MHA/NRRD, DICOM zip), folders (of scans, or one DICOM series), "
+        "globs, or a CSV list with a 'path' column (and optionally 'second_channel'). "
+        "Exit codes: 0 all scans ok, 1 some scan failed or error, 2 usage.",
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="scans to predict")
+    p.add_argument("--model", default="age2hie", help="alias, hf-hub:org/name[@rev] or checkpoint folder (default: age2hie)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend (default: torch)")
+    p.add_argument("--onnx-file", metavar="PATH", help="ONNX file to use instead of the checkpoint's model.onnx")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA if present)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="scans per forward pass (default: 4)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="background reading threads")
+    p.add_argument("--second-channel", nargs="+", metavar="PATH", help="second-channel volume (e.g. Z-ADC), one per INPUT")
+    p.add_argument("--output", "-o", metavar="FILE", help="write all results to FILE (.csv or .json), written only when complete")
+    p.add_argument("--json", action="store_true", help="print one JSON object per scan instead of text")
+    p.add_argument("--list-models", action="store_true", help="list models that load without downloading, then exit")
+    p.add_argument(
+        "--grand-challenge", nargs=2, metavar=("INPUT_DIR", "OUTPUT_DIR"),
+        help="BONBID-HIE 2024 outcome-track container mode: reads INPUT_DIR/images/{skull-stripped-adc-brain-mri,"
+        f"z-score-adc}}/*.mha, writes OUTPUT_DIR/{CHALLENGE_OUTPUT} (0 or 1)",
+    )
+    p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    p.add_argument("--local-files-only", action="store_true", help="never contact the Hub")
+    add_verbosity(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.inputs or args.list_models or args.grand_challenge):
+        parser.error("give at least one INPUT (or --list-models, or --grand-challenge IN OUT)")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if args.output and not args.output.lower().endswith((".csv", ".json")):
+        parser.error(f"--output {args.output}: the file name must end in .csv or .json")
+    setup_logging(args.verbose, args.quiet)
+    return run_main(_run, args, PROG)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.list_models:
+        return _list_models()
+    predictor = _load(args)
+    if predictor.synthetic:
+        # One line, always (even with -q): these numbers must never be mistaken for a clinical prediction.
+        print(
+            f"{PROG}: note: model {args.model!r} was trained on synthetic data only; its outputs are demonstrations, "
+            "not clinical predictions", file=sys.stderr,
+        )
+    if args.grand_challenge:
+        return _challenge(predictor, Path(args.grand_challenge[0]), Path(args.grand_challenge[1]), args)
+    return _predict(predictor, args)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from age2hie_hub.inference import Predictor
+
+    return Predictor.from_pretrained(
+        args.model, backend=args.backend, device=args.device, revision=args.revision,
+        local_files_only=args.local_files_only, onnx_file=args.onnx_file,
+    )
+
+
+def _list_models() -> int:
+    from age2hie_hub.hub import list_pretrained
+
+    for entry in list_pretrained():
+        print(entry if isinstance(entry, str) else json.dumps(entry, default=str))
+    return EXIT_OK
+
+
+def _predict(predictor: Any, args: argparse.Namespace) -> int:
+    from age2hie_hub.inference.sources import expand_sources
+
+    sources = expand_sources(args.inputs)
+    if args.second_channel is not None:
+        if len(args.second_channel) != len(sources):
+            raise ValueError(
+                f"{len(sources)} scans but {len(args.second_channel)} --second-channel volumes; give one per scan"
+            )
+        sources = [type(s)(s.path, second, s.error) for s, second in zip(sources, args.second_channel)]
+    rows: list[dict[str, Any] | None] = [None] * len(sources)
+    usable = [i for i, s in enumerate(sources) if s.error is None]
+    for i, s in enumerate(sources):
+        if s.error is not None:
+            rows[i] = _emit_failure(s.path, s.error, args)
+    results = predictor.iter_predictions(
+        [sources[i].path for i in usable], second_channels=[sources[i].second_channel for i in usable],
+        batch_size=args.batch_size, workers=args.workers, progress=not (args.quiet or args.json) and len(usable) > 1,
+    )
+    for k, result in results:
+        i = usable[k]
+        if isinstance(result, Exception):
+            rows[i] = _emit_failure(sources[i].path, str(result), args)
+        else:
+            rows[i] = {**result.to_dict(), "status": "ok", "error": None}
+            _emit(result, rows[i], args)
+    done = [r for r in rows if r is not None]
+    if args.output:
+        _write_results(Path(args.output), done)
+    failed = sum(r["status"] != "ok" for r in done)
+    if failed and not args.quiet and len(done) > 1:
+        print(f"{PROG}: {failed} of {len(done)} scans failed", file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _emit_failure(source: str, reason: str, args: argparse.Namespace) -> dict[str, Any]:
+    row = {"source": source, "status": "error", "error": reason}
+    if args.json:
+        print(json.dumps(row), flush=True)
+    else:
+        print(f"{PROG}: {source}: failed: {reason}", file=sys.stderr, flush=True)
+    return row
+
+
+def format_prediction(p: Any) -> str:
+    """One human-readable line for a Prediction."""
+    name = Path(p.source).name if p.source else "<array>"
+    if p.task == "hie_outcome":
+        result = f"{p.label}  P(adverse outcome) = {p.probability:.3f}  (threshold {p.threshold:.2f})"
+    elif p.task == "brain_age":
+        sd = f" ± {p.age_sd:.1f}" if p.age_sd is not None else ""
+        result = f"brain age {p.age:.1f}{sd} {p.age_unit}"
+    elif p.task == "classification":
+        result = f"{p.label}  (p = {max(p.probabilities):.3f})"
+    else:
+        result = f"value {p.value:.4g}"
+    return f"{name}: {result}"
+
+
+def _emit(p: Any, row: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(row), flush=True)
+        return
+    if args.quiet:
+        return
+    print(format_prediction(p), flush=True)
+    for w in p.warnings:
+        print(f"  warning: {w}", flush=True)
+    if args.verbose:
+        for n in p.notes:
+            print(f"  note: {n}", flush=True)
+        sha = (p.weights_sha256 or "")[:12]
+        print(f"  model {p.model} ({p.backend} on {p.device}, weights sha256 {sha})", flush=True)
+
+
+def _write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    if path.suffix.lower() == ".json":
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "warnings": "; ".join(row.get("warnings") or ())})
+        text = buf.getvalue()
+    write_atomic(path, text)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write beside the target, then rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _one_mha(folder: Path) -> Path:
+    files = sorted(folder.glob("*.mha"))
+    if len(files) != 1:
+        found = ", ".join(f.name for f in files) or "none"
+        raise FileNotFoundError(f"{folder}: expected exactly one .mha file (one case per run), found {found}")
+    return files[0]
+
+
+def _challenge(predictor: Any, input_dir: Path, output_dir: Path, args: argparse.Namespace) -> int:
+    """BONBID-HIE 2024 outcome track: one case in, 0 (favourable) or 1 (adverse) out."""
+    if predictor.config.task != "hie_outcome":
+        raise ValueError(f"--grand-challenge needs an HIE outcome model; {args.model!r} is a {predictor.config.task} model")
+    adc = _one_mha(input_dir / CHALLENGE_ADC)
+    z_folder = input_dir / CHALLENGE_ZADC
+    z_adc = _one_mha(z_folder) if predictor.config.preprocess.channels > 1 or z_folder.is_dir() else None
+    prediction = predictor.predict(adc, second_channel=z_adc if predictor.config.preprocess.channels > 1 else None)
+    outcome = int(prediction.label == predictor.config.labels[1])
+    write_atomic(output_dir / CHALLENGE_OUTPUT, json.dumps(outcome) + "\n")
+    _emit(prediction, {**prediction.to_dict(), "status": "ok", "error": None, "outcome": outcome}, args)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

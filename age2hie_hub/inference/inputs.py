@@ -1,0 +1,192 @@
+"""Turn what a user passes (path, Volume, nibabel image, (array, affine)) into a model-ready array.
+
+Torch-free on purpose: the ONNX backend and the background workers of `predict_many` use it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from age2hie_hub.errors import VolumeReadError
+from age2hie_hub.io.volume import Volume
+
+log = logging.getLogger(__name__)
+
+# Used when a checkpoint records no training range: voxel sizes outside this look like a header error.
+DEFAULT_SPACING_MM = (0.2, 8.0)
+ADC_MODALITIES = ("ADC",)
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """One scan after reading, ADC/unit handling and the checkpoint's preprocessing."""
+
+    array: np.ndarray  # float32 (C, X, Y, Z), what the model takes
+    source: str | None
+    input_shape: tuple[int, ...]
+    input_spacing_mm: tuple[float, ...]
+    input_orientation: str
+    orientation_changed: bool
+    input_unit: str | None = None
+    unit_guessed: bool = False
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def describe(x: Any) -> str:
+    """A short name for an input, for messages and result tables."""
+    if isinstance(x, (str, os.PathLike)):
+        return str(x)
+    if isinstance(x, Volume):
+        return x.source or "<Volume>"
+    filename = getattr(x, "get_filename", lambda: None)()
+    if filename:
+        return str(filename)
+    return f"<{type(x).__name__}>"
+
+
+def to_volume(x: Any, what: str = "input") -> Volume:
+    """Accept a path, a Volume, a nibabel image or an (array, affine) pair."""
+    if isinstance(x, (str, os.PathLike)):
+        from age2hie_hub.io import read_volume  # io's readers pull in SimpleITK; only load them when needed
+
+        return read_volume(Path(x))
+    if isinstance(x, Volume):
+        return x
+    if hasattr(x, "affine") and hasattr(x, "dataobj"):  # nibabel SpatialImage, without importing nibabel
+        filename = x.get_filename() if hasattr(x, "get_filename") else None
+        data = np.asarray(x.dataobj, dtype=np.float32)
+        while data.ndim > 3 and data.shape[-1] == 1:
+            data = data[..., 0]
+        return Volume(data, np.asarray(x.affine), {"source": filename} if filename else {})
+    if isinstance(x, (tuple, list)) and len(x) == 2:
+        data, affine = x
+        return Volume(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))
+    if isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{what}: a bare array has no geometry; pass (array, affine) with the 4x4 voxel-to-RAS-mm affine"
+        )
+    raise TypeError(
+        f"{what}: expected a path, a Volume, a nibabel image or (array, affine), got {type(x).__name__}"
+    )
+
+
+def orientation_codes(affine: np.ndarray) -> str:
+    from nibabel.orientations import aff2axcodes
+
+    return "".join(aff2axcodes(affine))
+
+
+def _in_range(value: float, bounds: Any) -> bool:
+    lo, hi = (float(b) for b in bounds)
+    return lo <= value <= hi
+
+
+def check_volume(volume: Volume, modality: str, training_range: dict[str, Any], name: str) -> list[str]:
+    """Warnings about a channel that the model may not have seen the like of in training."""
+    warnings: list[str] = []
+    spacing = volume.spacing
+    bounds = training_range.get("spacing_mm", DEFAULT_SPACING_MM)
+    if not all(_in_range(s, bounds) for s in spacing):
+        warnings.append(
+            f"{name}: unusual voxel size {tuple(round(s, 3) for s in spacing)} mm "
+            f"(expected {bounds[0]}-{bounds[1]} mm); check the header"
+        )
+    key = "adc_mm2s" if modality in ADC_MODALITIES else f"{modality.lower().replace('-', '_')}_values"
+    if key in training_range:
+        data = volume.data
+        foreground = data[data > 0] if modality in ADC_MODALITIES else data[data != 0]
+        if foreground.size == 0:
+            warnings.append(f"{name}: no non-zero voxels; the scan looks empty")
+        else:
+            median = float(np.median(foreground))
+            if not _in_range(median, training_range[key]):
+                lo, hi = training_range[key]
+                warnings.append(
+                    f"{name}: median {modality} {median:.4g} is outside the training range "
+                    f"[{lo:.4g}, {hi:.4g}]; the prediction may be unreliable"
+                )
+    return warnings
+
+
+def _as_channel(volume: Volume, modality: str, name: str) -> tuple[Volume, str | None, bool, list[str]]:
+    """DWI -> ADC, ADC units -> mm^2/s. Returns (volume, unit found, unit guessed, notes).
+
+    Warnings (from the reader, ADC computation and unit detection) accumulate in metadata["warnings"].
+    """
+    notes: list[str] = []
+    if volume.data.ndim == 4:
+        if modality not in ADC_MODALITIES:
+            raise VolumeReadError(
+                f"{name}: is 4D (shape {volume.shape}) but the model takes a 3D {modality} volume"
+            )
+        from age2hie_hub.dwi import compute_adc
+
+        bvals = volume.metadata.get("bvals")
+        volume = compute_adc(volume)
+        notes.append(f"{name}: ADC computed from a {len(bvals) if bvals else '?'}-volume DWI series")
+    if modality not in ADC_MODALITIES:
+        return volume, None, False, notes
+    from age2hie_hub.dwi import ADC_UNITS, adc_to_mm2s
+
+    guessed = volume.metadata.get("units") not in ADC_UNITS
+    volume, unit, _ = adc_to_mm2s(volume)
+    if unit != "mm2/s":
+        notes.append(f"{name}: ADC converted from {unit} to mm2/s{' (unit detected from values)' * guessed}")
+    return volume, unit, guessed, notes
+
+
+def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
+    """Read, check and preprocess one scan for a checkpoint (`config`: its CheckpointConfig)."""
+    from age2hie_hub.preprocess import preprocess
+
+    source = describe(x) if isinstance(x, (str, os.PathLike)) else None
+    modalities = tuple(config.input_modalities)
+    training_range = dict(config.training_range or {})
+    first = to_volume(x, "input")
+    source = source or first.source
+    name = Path(source).name if source else "input"
+    input_shape, input_spacing = first.shape, first.spacing
+    orientation = orientation_codes(first.affine)
+
+    volume, unit, guessed, notes = _as_channel(first, modalities[0], name)
+    warnings = list(volume.metadata.get("warnings") or ()) + check_volume(volume, modalities[0], training_range, name)
+    channels = [volume]
+    if len(modalities) > 1:
+        if second_channel is None:
+            raise ValueError(
+                f"{name}: this model takes {len(modalities)} channels {modalities}; pass the "
+                f"{modalities[1]} volume as second_channel= (CLI: --second-channel)"
+            )
+        second = to_volume(second_channel, "second_channel")
+        second_name = Path(describe(second_channel)).name if isinstance(second_channel, (str, os.PathLike)) else (
+            second.source or "second channel"
+        )
+        second, _, _, second_notes = _as_channel(second, modalities[1], second_name)
+        warnings += list(second.metadata.get("warnings") or ()) + check_volume(
+            second, modalities[1], training_range, second_name
+        )
+        notes += second_notes
+        channels.append(second)
+    elif second_channel is not None:
+        warnings.append(f"{name}: the model takes one channel ({modalities[0]}); the second channel was ignored")
+
+    pre = preprocess(channels, config.preprocess)
+    array = np.ascontiguousarray(pre.array, dtype=np.float32)
+    return PreparedInput(
+        array=array,
+        source=source,
+        input_shape=tuple(int(s) for s in input_shape),
+        input_spacing_mm=tuple(round(float(s), 4) for s in input_spacing),
+        input_orientation=orientation,
+        orientation_changed=orientation != "RAS",
+        input_unit=unit,
+        unit_guessed=guessed,
+        warnings=tuple(dict.fromkeys(warnings)),  # unique, in order
+        notes=tuple(notes) + tuple(pre.notes),
+    )

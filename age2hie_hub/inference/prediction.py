@@ -1,0 +1,79 @@
+"""`Prediction`: one scan's result as a frozen, JSON-serialisable value."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from age2hie_hub._config import check_keys, to_plain
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a model said about one scan, which model said it, and what was checked on the way.
+
+    Exactly one of ``probability`` (hie_outcome: P(adverse outcome)), ``age`` (brain_age),
+    ``probabilities`` (classification) or ``value`` (regression) is set, following ``task``.
+    """
+
+    source: str | None  # the input's path, or None for in-memory arrays
+    task: str
+    label: str | None  # hie_outcome / classification: the class name; None for age / regression
+    threshold: float | None  # hie_outcome: P(adverse) >= threshold -> labels[1]
+    probability: float | None = None
+    age: float | None = None
+    age_sd: float | None = None  # soft-bin age heads: spread of the predicted age distribution
+    age_unit: str | None = None
+    probabilities: tuple[float, ...] | None = None
+    value: float | None = None
+    # Which model ran: the name as given, the Hub repo and revision when it came from there,
+    # and the sha256 of the weights file that ran (safetensors for torch, model.onnx for onnx).
+    model: str = ""
+    repo_id: str | None = None
+    revision: str | None = None
+    weights_sha256: str | None = None
+    synthetic_model: bool = False  # the weights were trained on synthetic data only (provenance)
+    backend: str = "torch"  # "torch" or "onnx"
+    device: str = "cpu"  # torch device ("cpu", "cuda:0") or ONNX Runtime provider that ran
+    # Input checks.
+    input_shape: tuple[int, ...] = ()
+    input_spacing_mm: tuple[float, ...] = ()
+    input_orientation: str = ""  # axis codes of the file, e.g. "LPS"; preprocessing makes it RAS
+    orientation_changed: bool = False
+    input_unit: str | None = None  # ADC unit found (or guessed), before conversion to mm^2/s
+    unit_guessed: bool = False
+    warnings: tuple[str, ...] = ()  # things a reader of the result should know (unusual spacing, ...)
+    notes: tuple[str, ...] = ()  # what preprocessing changed
+
+    def __post_init__(self) -> None:
+        for name in ("input_shape", "input_spacing_mm", "warnings", "notes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.probabilities is not None:
+            object.__setattr__(self, "probabilities", tuple(float(p) for p in self.probabilities))
+
+    @property
+    def score(self) -> float | None:
+        """The main number: P(adverse), age, top-class probability or regression value."""
+        if self.probability is not None:
+            return self.probability
+        if self.age is not None:
+            return self.age
+        if self.probabilities is not None:
+            return max(self.probabilities)
+        return self.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Prediction":
+        check_keys(cls, data)
+        data = dict(data)
+        for name, f in ((f.name, f) for f in dataclasses.fields(cls)):
+            if name in data and isinstance(data[name], list):
+                data[name] = tuple(data[name])
+        return cls(**data)

@@ -1,0 +1,322 @@
+"""`Predictor`: a checkpoint plus a backend (torch or ONNX Runtime); volumes in, `Prediction`s out."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from age2hie_hub.errors import Age2HieError, CheckpointError
+from age2hie_hub.inference.inputs import PreparedInput, describe, prepare
+from age2hie_hub.inference.prediction import Prediction
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+# Per-scan failures that predict_many reports and moves past; anything else is a bug and propagates.
+INPUT_ERRORS = (Age2HieError, OSError, ValueError, TypeError)
+
+
+class Backend(Protocol):
+    backend: str
+
+    @property
+    def device(self) -> str: ...
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which weights run, for the provenance fields of every Prediction."""
+
+    name: str
+    repo_id: str | None = None
+    revision: str | None = None
+    weights_sha256: str | None = None
+    synthetic: bool = False
+
+
+@dataclass
+class RunStats:
+    """Where the time of the last predict_many went (seconds), for benchmarks and logs."""
+
+    scans: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+    forward_s: float = 0.0  # time inside the backend's forward
+    wait_s: float = 0.0  # time the forward loop waited on reading/preprocessing
+
+    @property
+    def forward_busy(self) -> float:
+        return self.forward_s / self.wall_s if self.wall_s else 0.0
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_synthetic(provenance: dict[str, Any]) -> bool:
+    return bool(provenance.get("synthetic", False))
+
+
+def _source_info(name: str, source: Any, config: Any) -> ModelInfo:
+    """ModelInfo from hub's `checkpoint_source` (a dataclass or a dict)."""
+    get = source.get if isinstance(source, dict) else (lambda k, d=None: getattr(source, k, d))
+    return ModelInfo(
+        name=name,
+        repo_id=get("repo_id"),
+        revision=get("commit") or get("revision"),  # the exact commit when the Hub told us one
+        weights_sha256=get("sha256"),
+        synthetic=is_synthetic(config.provenance),
+    )
+
+
+class Predictor:
+    """Run one checkpoint on scans. Build with `Predictor.from_pretrained(name, backend=..., device=...)`.
+
+    `predict(x)` takes a path (NIfTI, MHA/NRRD, DICOM folder or zip, 4D DWI with b-values), a `Volume`,
+    a nibabel image or an (array, affine) pair; the checkpoint's own preprocessing is applied.
+    """
+
+    def __init__(self, backend: Backend, config: Any, model: ModelInfo) -> None:
+        self.backend = backend
+        self.config = config  # CheckpointConfig
+        self.model_info = model
+        self.last_stats = RunStats()
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str | os.PathLike[str] = "age2hie",
+        *,
+        backend: str = "torch",
+        device: str = "auto",
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | None = None,
+        onnx_file: str | os.PathLike[str] | None = None,
+        optimize: str = "auto",
+    ) -> "Predictor":
+        """Load a checkpoint by alias, `hf-hub:org/name[@revision]` or folder.
+
+        backend="onnx" reads config.json and model.onnx (or `onnx_file`) and never imports torch.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        name = str(name)
+        if backend == "onnx":
+            return cls._from_onnx(name, device, revision, cache_dir, local_files_only, token, onnx_file)
+        from age2hie_hub.hub import from_pretrained
+        from age2hie_hub.inference.torch_backend import TorchBackend, resolve_device
+
+        model = from_pretrained(
+            name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+            device=str(resolve_device(device)),
+        )
+        config = model.checkpoint_config
+        info = _source_info(name, getattr(model, "checkpoint_source", {}), config)
+        return cls(TorchBackend(model, device=device, optimize=optimize), config, info)
+
+    @classmethod
+    def _from_onnx(
+        cls, name: str, device: str, revision: str | None, cache_dir: Any, local_files_only: bool,
+        token: str | None, onnx_file: Any,
+    ) -> "Predictor":
+        # hub's resolver and config reader, never its loader: this path must not import torch.
+        from age2hie_hub.hub.checkpoint import ONNX_NAME, read_config
+        from age2hie_hub.hub.resolve import resolve_checkpoint
+        from age2hie_hub.onnx.runtime import OnnxSession
+
+        resolved = resolve_checkpoint(
+            name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+            include_onnx=onnx_file is None,
+        )
+        folder, parsed = resolved.folder, resolved.parsed
+        config = read_config(folder)
+        source = {"repo_id": parsed.repo_id, "revision": parsed.revision, "commit": resolved.commit}
+        path = Path(onnx_file) if onnx_file else folder / ONNX_NAME
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: no ONNX export for model {name!r}; create it with "
+                f"`age2hie-export onnx --model {name} -o {path}` or use --backend torch"
+            )
+        session = OnnxSession(path, device=device)
+        info = _source_info(name, source, config)
+        info = ModelInfo(info.name, info.repo_id, info.revision, sha256_file(path), info.synthetic)
+        return cls(session, config, info)
+
+    # -- prediction -----------------------------------------------------------------------------------
+    @property
+    def synthetic(self) -> bool:
+        """True when the weights were trained on synthetic data only: say so wherever results appear."""
+        return self.model_info.synthetic
+
+    def prepare(self, x: Any, second_channel: Any = None) -> PreparedInput:
+        """Read, check and preprocess one input exactly as predict() does (torch-free)."""
+        return prepare(x, second_channel, self.config)
+
+    def predict(self, x: Any, *, second_channel: Any = None) -> Prediction:
+        """Predict one scan; `second_channel` is the Z-ADC (or other) volume of a 2-channel model."""
+        item = self.prepare(x, second_channel)
+        return self._predict_prepared([item])[0]
+
+    def predict_many(
+        self,
+        inputs: Iterable[Any],
+        *,
+        second_channels: Sequence[Any] | None = None,
+        batch_size: int = 4,
+        workers: int | None = None,
+        progress: bool = True,
+        errors: str = "raise",
+    ) -> list[Prediction | Exception]:
+        """Predict many scans, reading/preprocessing upcoming ones in background threads.
+
+        errors="raise" stops at the first unreadable scan; errors="return" puts the exception in its
+        place in the result list and goes on.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        items = list(inputs)
+        results: list[Prediction | Exception | None] = [None] * len(items)
+        for index, result in self.iter_predictions(
+            items, second_channels=second_channels, batch_size=batch_size, workers=workers, progress=progress
+        ):
+            if isinstance(result, Exception) and errors == "raise":
+                raise result
+            results[index] = result
+        return results  # type: ignore[return-value]
+
+    def iter_predictions(
+        self,
+        inputs: Sequence[Any],
+        *,
+        second_channels: Sequence[Any] | None = None,
+        batch_size: int = 4,
+        workers: int | None = None,
+        progress: bool = True,
+    ) -> Iterator[tuple[int, Prediction | Exception]]:
+        """Yield (input index, Prediction or the exception that scan raised), in completion order."""
+        from tqdm.auto import tqdm
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        items = list(inputs)
+        seconds = list(second_channels) if second_channels is not None else [None] * len(items)
+        if len(seconds) != len(items):
+            raise ValueError(f"{len(items)} inputs but {len(seconds)} second channels; give one per input")
+        workers = workers or default_workers()
+        stats = self.last_stats = RunStats()
+        start = time.perf_counter()
+        # Keep a bounded number of scans in flight: enough to fill the next batch while this one runs,
+        # few enough that memory stays at about two batches of preprocessed volumes.
+        lookahead = batch_size + workers
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="age2hie-prep") as pool, tqdm(
+            total=len(items), disable=not progress, unit="scan", desc="predict"
+        ) as bar:
+            pending: deque[tuple[int, Future[PreparedInput]]] = deque()
+            next_index = 0
+
+            def fill() -> None:
+                nonlocal next_index
+                while next_index < len(items) and len(pending) < lookahead:
+                    pending.append((next_index, pool.submit(prepare, items[next_index], seconds[next_index], self.config)))
+                    next_index += 1
+
+            fill()
+            batch: list[tuple[int, PreparedInput]] = []
+            while pending:
+                index, future = pending.popleft()
+                waited = time.perf_counter()
+                try:
+                    item = future.result()
+                except INPUT_ERRORS as exc:
+                    stats.wait_s += time.perf_counter() - waited
+                    stats.failed += 1
+                    log.warning("%s: %s", describe(items[index]), exc)
+                    bar.update(1)
+                    fill()
+                    yield index, exc
+                    continue
+                stats.wait_s += time.perf_counter() - waited
+                fill()
+                batch.append((index, item))
+                if len(batch) == batch_size or not pending:
+                    predictions = self._predict_prepared([b for _, b in batch], stats)
+                    for (i, _), prediction in zip(batch, predictions):
+                        yield i, prediction
+                    bar.update(len(batch))
+                    stats.scans += len(batch)
+                    batch = []
+        stats.wall_s = time.perf_counter() - start
+
+    def _predict_prepared(self, items: list[PreparedInput], stats: RunStats | None = None) -> list[Prediction]:
+        batch = np.stack([item.array for item in items])
+        started = time.perf_counter()
+        outputs = self.backend.run(batch)
+        if stats is not None:
+            stats.forward_s += time.perf_counter() - started
+        return [self._prediction(item, {k: v[i] for k, v in outputs.items()}) for i, item in enumerate(items)]
+
+    def _prediction(self, item: PreparedInput, out: dict[str, np.ndarray]) -> Prediction:
+        cfg, info = self.config, self.model_info
+        fields: dict[str, Any] = {"label": None, "threshold": None}
+        if cfg.task == "hie_outcome":
+            p = float(out["probability"])
+            fields.update(probability=p, threshold=float(cfg.threshold),
+                          label=cfg.labels[1] if p >= cfg.threshold else cfg.labels[0])
+        elif cfg.task == "brain_age":
+            fields.update(age=float(out["age"]), age_unit=cfg.age_unit)
+            if "age_sd" in out:
+                fields["age_sd"] = float(out["age_sd"])
+        elif cfg.task == "classification":
+            probs = np.asarray(out["probabilities"], dtype=float).ravel()
+            fields.update(probabilities=tuple(probs.tolist()), label=cfg.labels[int(np.argmax(probs))])
+        else:  # regression: the head's single number
+            key = "value" if "value" in out else "age"
+            fields["value"] = float(out[key])
+        return Prediction(
+            source=item.source,
+            task=cfg.task,
+            model=info.name,
+            repo_id=info.repo_id,
+            revision=info.revision,
+            weights_sha256=info.weights_sha256,
+            synthetic_model=info.synthetic,
+            backend=self.backend.backend,
+            device=self.backend.device,
+            input_shape=item.input_shape,
+            input_spacing_mm=item.input_spacing_mm,
+            input_orientation=item.input_orientation,
+            orientation_changed=item.orientation_changed,
+            input_unit=item.input_unit,
+            unit_guessed=item.unit_guessed,
+            warnings=item.warnings,
+            notes=item.notes,
+            **fields,
+        )
+
+
+def default_workers() -> int:
+    """Background preprocessing threads: one per spare core, at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
+
