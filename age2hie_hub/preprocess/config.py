@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from age2hie_hub._config import check_keys, to_plain
 
 CROPS = ("center", "foreground")
@@ -11,6 +13,7 @@ CROPS = ("center", "foreground")
 # adc_fixed: ADC in mm^2/s times `adc_scale`, clipped to `clip`; none: values as they are.
 INTENSITIES = ("zscore", "mean", "adc_fixed", "none")
 INTERPOLATIONS = ("linear", "nearest", "bspline")
+DEFAULTS = {"spacing": [2.0, 2.0, 2.0], "shape": [64, 64, 48]}  # examples for error messages
 
 
 @dataclass(frozen=True)
@@ -27,15 +30,15 @@ class PreprocessConfig:
     foreground_threshold: float = 0.0  # voxels > threshold (before scaling) are foreground
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "spacing", _triple("spacing", self.spacing, float))
+        object.__setattr__(self, "shape", _triple("shape", self.shape, int))
         if self.clip is not None:
-            object.__setattr__(self, "clip", tuple(float(c) for c in self.clip))
+            object.__setattr__(self, "clip", _numbers("clip", self.clip, 2))
         if self.orientation != "RAS":
             raise ValueError(f"orientation must be 'RAS', got {self.orientation!r}")
-        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+        if min(self.spacing) <= 0:
             raise ValueError(f"spacing must be three positive numbers (mm), got {self.spacing}")
-        if len(self.shape) != 3 or min(self.shape) <= 0:
+        if min(self.shape) <= 0:
             raise ValueError(f"shape must be three positive integers, got {self.shape}")
         if self.crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
@@ -43,10 +46,16 @@ class PreprocessConfig:
             raise ValueError(f"intensity must be one of {INTENSITIES}, got {self.intensity!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
-        if self.channels < 1:
-            raise ValueError(f"channels must be >= 1, got {self.channels}")
-        if self.clip is not None and (len(self.clip) != 2 or self.clip[0] >= self.clip[1]):
+        if isinstance(self.channels, bool) or not isinstance(self.channels, (int, np.integer)) or self.channels < 1:
+            raise ValueError(f"channels must be an integer >= 1, got {self.channels!r}")
+        object.__setattr__(self, "channels", int(self.channels))
+        if self.clip is not None and self.clip[0] >= self.clip[1]:
             raise ValueError(f"clip must be (low, high) with low < high, got {self.clip}")
+        adc_scale = _scalar("adc_scale", self.adc_scale)
+        if adc_scale <= 0:
+            raise ValueError(f"adc_scale must be a positive number, got {self.adc_scale!r}")
+        object.__setattr__(self, "adc_scale", adc_scale)
+        object.__setattr__(self, "foreground_threshold", _scalar("foreground_threshold", self.foreground_threshold))
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -55,3 +64,36 @@ class PreprocessConfig:
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
         check_keys(cls, data)
         return cls(**data)
+
+
+def _numbers(name: str, value: Any, count: int) -> tuple[float, ...]:
+    """``count`` finite floats, or a ValueError naming the field (not a bare TypeError from float())."""
+    try:
+        items = tuple(value)
+        numbers = tuple(float(v) for v in items if not isinstance(v, (str, bool)))
+    except (TypeError, ValueError):
+        numbers, items = (), ()
+    if len(items) != count or len(numbers) != count or not all(np.isfinite(numbers)):
+        raise ValueError(f"{name} must be {count} finite numbers, got {value!r}")
+    return numbers
+
+
+def _scalar(name: str, value: Any) -> float:
+    try:
+        return _numbers(name, (value,), 1)[0]
+    except ValueError:
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
+
+
+def _triple(name: str, value: Any, kind: type) -> tuple:
+    """Three numbers for spacing/shape; shape entries must be whole numbers (64, not 64.5)."""
+    unit = "positive integers" if kind is int else "positive numbers (mm)"
+    try:
+        numbers = _numbers(name, value, 3)
+    except ValueError:
+        raise ValueError(f"{name} must be three {unit}, e.g. {DEFAULTS[name]}, got {value!r}") from None
+    if kind is int:
+        if not all(float(n).is_integer() for n in numbers):
+            raise ValueError(f"{name} must be three {unit}, got {value!r}")
+        return tuple(int(n) for n in numbers)
+    return numbers

@@ -77,6 +77,15 @@ def _as_channels(volumes: Volume | Sequence[Volume], channels: int) -> tuple[lis
     return items, notes
 
 
+def _check_geometry(volume: Volume, index: int) -> None:
+    affine = volume.affine
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise VolumeReadError(
+            f"{_name(volume, index)}: its affine is singular or not finite (a voxel axis has zero length), so its "
+            "voxels have no world position; fix the header's spacing/direction"
+        )
+
+
 def _finite(volume: Volume, index: int, notes: list[str]) -> Volume:
     bad = ~np.isfinite(volume.data)
     n_bad = int(np.count_nonzero(bad))
@@ -97,6 +106,8 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     cannot be used, ``ValueError`` when the number of volumes does not match ``config.channels``.
     """
     items, notes = _as_channels(volumes, config.channels)
+    for i, vol in enumerate(items):
+        _check_geometry(vol, i)
     first = items[0]
     name0 = _name(first, 0)
 

@@ -1,0 +1,437 @@
+"""Preprocessing: orientation, world-space resampling (oblique too), crop modes, intensity, channels, config."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import package_data
+from scipy import ndimage
+
+from age2hie_hub.errors import VolumeReadError
+from age2hie_hub.io import Volume
+from age2hie_hub.preprocess import PreprocessConfig, Preprocessed, preprocess, reorient_to_ras, resample_to
+
+
+def load(path) -> Volume:
+    img = nib.load(str(path))
+    return Volume(np.asanyarray(img.dataobj).astype(np.float32), img.affine, {"source": str(path)})
+
+
+def world(affine: np.ndarray, ijk) -> np.ndarray:
+    ijk = np.asarray(ijk, dtype=np.float64)
+    return affine[:3, :3] @ ijk + affine[:3, 3]
+
+
+def grid_world(affine: np.ndarray, shape) -> np.ndarray:
+    """World coordinates (3, X, Y, Z) of every voxel centre of a grid."""
+    idx = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    return (affine[:3, :3] @ idx + affine[:3, 3:4]).reshape(3, *shape)
+
+
+def rotation(ax: float, az: float) -> np.ndarray:
+    a, z = np.radians(ax), np.radians(az)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
+    return rz @ rx
+
+
+def oblique_affine(spacing=(1.5, 1.5, 3.0), ax=20.0, az=30.0, origin=(-30.0, -40.0, -20.0)) -> np.ndarray:
+    affine = np.eye(4)
+    affine[:3, :3] = rotation(ax, az) @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+RAMP = np.array([0.7, -0.3, 1.1])  # a linear function of world mm: trilinear interpolation reproduces it exactly
+
+
+def ramp(affine: np.ndarray, shape) -> np.ndarray:
+    return (np.tensordot(RAMP, grid_world(affine, shape), axes=1) + 100.0).astype(np.float32)
+
+
+def inside_footprint(src_affine, src_shape, dst_affine, dst_shape, margin: float) -> np.ndarray:
+    """Output voxels whose centre maps at least `margin` voxels inside the source's voxel-centre box."""
+    idx = np.tensordot(np.linalg.inv(src_affine)[:3, :3], grid_world(dst_affine, dst_shape), axes=1)
+    idx += np.linalg.inv(src_affine)[:3, 3].reshape(3, 1, 1, 1)
+    hi = np.asarray(src_shape, dtype=np.float64).reshape(3, 1, 1, 1) - 1
+    return np.all((idx >= margin) & (idx <= hi - margin), axis=0)
+
+
+# --- orientation -------------------------------------------------------------------------------------------
+
+
+def test_anatomical_las_reorients_to_ras_with_world_positions_preserved():
+    vol = load(package_data("nibabel", "tests", "data", "anatomical.nii"))
+    assert "".join(nib.aff2axcodes(vol.affine)) == "LAS"
+    ras = reorient_to_ras(vol)
+    assert "".join(nib.aff2axcodes(ras.affine)) == "RAS"
+    assert ras.spatial_shape == vol.spatial_shape == (33, 41, 25)
+    nx = vol.spatial_shape[0]
+    for ijk in [(0, 0, 0), (32, 40, 24), (10, 20, 5), (5, 33, 17)]:
+        i, j, k = ijk
+        # L->R flips the first axis: old voxel i is new voxel nx-1-i, at the same world position.
+        new = (nx - 1 - i, j, k)
+        assert ras.data[new] == vol.data[ijk]
+        np.testing.assert_allclose(world(ras.affine, new), world(vol.affine, ijk), atol=1e-9)
+    np.testing.assert_allclose(world(ras.affine, (0, 0, 0)), [-32.0, -40.0, -16.0])  # leftmost voxel, x = 32 - 2*32
+    assert reorient_to_ras(ras) is ras
+
+
+def test_anatomical_preprocess_at_native_spacing_is_exactly_the_ras_data():
+    # Spacing and shape equal to the scan's: the output grid snaps onto the voxels, so no interpolation at all.
+    vol = load(package_data("nibabel", "tests", "data", "anatomical.nii"))
+    cfg = PreprocessConfig(spacing=(2, 2, 2), shape=(33, 41, 25), crop="center", intensity="none")
+    out = preprocess(vol, cfg)
+    ras = reorient_to_ras(vol)
+    assert out.array.shape == (1, 33, 41, 25) and out.array.dtype == np.float32
+    np.testing.assert_array_equal(out.array[0], ras.data)
+    np.testing.assert_allclose(out.affine, ras.affine, atol=1e-9)
+    assert out.notes[0] == "reoriented LAS -> RAS"
+    assert not any("resampled" in n or "cropped" in n or "padded" in n for n in out.notes)
+
+
+def test_reorient_keeps_4d_last_axis():
+    data = np.random.default_rng(0).random((4, 5, 6, 3)).astype(np.float32)
+    affine = np.diag([-1.0, -1.0, 2.0, 1.0])  # LPS
+    ras = reorient_to_ras(Volume(data, affine))
+    assert ras.shape == (4, 5, 6, 3)
+    np.testing.assert_array_equal(ras.data[3, 4, 0, :], data[0, 0, 0, :])
+    np.testing.assert_allclose(world(ras.affine, (3, 4, 0)), world(affine, (0, 0, 0)))
+
+
+# --- resampling ---------------------------------------------------------------------------------------------
+
+
+def test_aniso_vox_resamples_to_1mm_with_right_extent_and_values():
+    vol = load(package_data("dipy", "data", "files", "aniso_vox.nii.gz"))
+    np.testing.assert_allclose(vol.spacing, (4, 4, 5), atol=1e-3)
+    # An axis-aligned 1 mm grid covering the scan's world footprint (voxel corners) with a 3 mm border.
+    corners = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in vol.spatial_shape], indexing="ij")).reshape(3, -1)
+    w = vol.affine[:3, :3] @ corners + vol.affine[:3, 3:4]
+    lo, hi = w.min(axis=1), w.max(axis=1)
+    affine = np.eye(4)
+    affine[:3, 3] = np.floor(lo) - 3
+    shape = tuple(int(s) for s in np.ceil(hi - lo) + 7)
+
+    inside = resample_to(vol.with_data(np.ones_like(vol.data)), affine, shape, "nearest").data > 0
+    # Extent: the covered 1 mm voxels reach the footprint's world bounds (to within a voxel) ...
+    covered = [np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    got_lo = np.array([c[0] for c in covered]) + affine[:3, 3]
+    got_hi = np.array([c[-1] for c in covered]) + affine[:3, 3]
+    np.testing.assert_allclose(got_lo, lo, atol=1.0)
+    np.testing.assert_allclose(got_hi, hi, atol=1.0)
+    # ... and their volume is the scan's (58*58*24 voxels of 80 mm^3), within 1 %.
+    assert inside.sum() == pytest.approx(np.prod(vol.spatial_shape) * 80.0, rel=0.01)
+
+    # Values: the same trilinear interpolation done independently (scipy, through the inverse affine), at
+    # >10,000 random output voxels inside the footprint (checking all 15 million would dominate the suite).
+    out = resample_to(vol, affine, shape, "linear")
+    assert out.spatial_shape == shape and np.allclose(out.spacing, 1.0)
+    picked = np.random.default_rng(0).choice(inside.size, 60000, replace=False)
+    picked = picked[inside.ravel()[picked]]
+    assert picked.size > 10000
+    ijk = np.array(np.unravel_index(picked, shape), dtype=np.float64)
+    src = np.linalg.inv(vol.affine) @ np.vstack([affine[:3, :3] @ ijk + affine[:3, 3:4], np.ones(ijk.shape[1])])
+    expected = ndimage.map_coordinates(vol.data, np.clip(src[:3], 0, np.array(vol.spatial_shape)[:, None] - 1), order=1)
+    np.testing.assert_allclose(out.data.ravel()[picked], expected, atol=1e-3 * vol.data.max())
+    assert not out.data[~inside].any()
+    # Brightness is preserved: mean over the footprint equals the scan's mean.
+    assert out.data[inside].mean() == pytest.approx(vol.data.mean(), rel=0.02)
+
+
+def test_oblique_ramp_lands_at_world_positions():
+    # A linear function of world position sampled on an oblique grid must come out, after resampling onto an
+    # axis-aligned grid, as the same function of the output voxels' world positions (exact for trilinear).
+    affine = oblique_affine()
+    shape = (40, 44, 20)
+    vol = Volume(ramp(affine, shape), affine)
+    cfg = PreprocessConfig(spacing=(1.0, 1.25, 1.5), shape=(56, 48, 40), crop="center", intensity="none")
+    out = preprocess(vol, cfg)
+    assert np.allclose(out.affine[:3, :3], np.diag(cfg.spacing))
+    interior = inside_footprint(affine, shape, out.affine, cfg.shape, margin=0.0)
+    assert interior.sum() > 0.3 * interior.size
+    np.testing.assert_allclose(out.array[0][interior], ramp(out.affine, cfg.shape)[interior], atol=2e-3)
+    assert any(n.startswith("oblique scan (") for n in out.notes)
+
+
+def test_oblique_bright_voxel_lands_inside_its_world_footprint():
+    affine = oblique_affine(ax=25.0, az=-40.0)
+    shape = (30, 30, 16)
+    data = np.zeros(shape, np.float32)
+    data[12, 17, 9] = 1000.0
+    vol = Volume(data, affine)
+    grid = np.eye(4) * 0.5
+    grid[3, 3] = 1.0
+    centre = world(affine, (12, 17, 9))
+    grid[:3, 3] = np.round(centre) - 8.0
+    out = resample_to(vol, grid, (32, 32, 32), "nearest")
+    hits = np.argwhere(out.data == 1000.0)
+    assert len(hits) > 0
+    back = (np.linalg.inv(affine) @ np.c_[np.array([world(grid, h) for h in hits]), np.ones(len(hits))].T)[:3]
+    assert np.all(np.abs(back.T - [12, 17, 9]) <= 0.5 + 1e-6)
+    # Linear interpolation peaks within one output voxel of the bright voxel's world position.
+    lin = resample_to(vol, grid, (32, 32, 32), "linear").data
+    peak = world(grid, np.unravel_index(np.argmax(lin), lin.shape))
+    assert np.linalg.norm(peak - centre) <= np.sqrt(3) * 0.5
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "nearest", "bspline"])
+def test_resample_to_identity_grid_is_exact(interpolation):
+    data = np.random.default_rng(1).random((9, 8, 7)).astype(np.float32)
+    affine = oblique_affine(spacing=(1.0, 2.0, 3.0))
+    out = resample_to(Volume(data, affine), affine, data.shape, interpolation)
+    np.testing.assert_allclose(out.data, data, atol=1e-5)
+
+
+def test_resample_to_puts_a_map_back_on_the_input_scan():
+    affine = oblique_affine(spacing=(1.2, 1.2, 2.5), ax=10.0, az=15.0)
+    shape = (48, 48, 20)
+    vol = Volume(ramp(affine, shape), affine)
+    pre = preprocess(vol, PreprocessConfig(spacing=(2, 2, 2), shape=(20, 20, 16), crop="center", intensity="none"))
+    assert inside_footprint(affine, shape, pre.affine, pre.array.shape[1:], margin=0.0).all()  # no padding
+    back = resample_to(Volume(pre.array[0], pre.affine), vol.affine, vol.spatial_shape)
+    ok = inside_footprint(pre.affine, pre.array.shape[1:], affine, shape, margin=0.0)
+    assert ok.sum() > 0.2 * ok.size
+    np.testing.assert_allclose(back.data[ok], vol.data[ok], atol=5e-3)
+
+
+def test_resample_to_4d_and_outside_field_of_view():
+    data = np.random.default_rng(2).random((6, 6, 6, 2)).astype(np.float32)
+    vol = Volume(data, np.eye(4))
+    out = resample_to(vol, np.eye(4), (6, 6, 6))
+    np.testing.assert_allclose(out.data, data, atol=1e-6)
+    far = np.eye(4)
+    far[:3, 3] = 100.0
+    assert not resample_to(vol, far, (4, 4, 4)).data.any()
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        resample_to(vol, np.eye(4), (4, 4, 4), "cubic")
+
+
+# --- crop ---------------------------------------------------------------------------------------------------
+
+
+def block_volume(shape=(60, 50, 40), lo=(5, 8, 20), hi=(25, 30, 36), value=1.0) -> Volume:
+    data = np.zeros(shape, np.float32)
+    data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = value
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-30, -25, -20)
+    return Volume(data, affine, {"source": "block.nii.gz"})
+
+
+def test_crop_foreground_centres_the_foreground_bounding_box():
+    vol = block_volume()
+    out = preprocess(vol, PreprocessConfig(spacing=(1, 1, 1), shape=(30, 30, 30), crop="foreground", intensity="none"))
+    fg = np.argwhere(out.array[0] > 0)
+    before, after = fg.min(axis=0), np.array(out.array.shape[1:]) - 1 - fg.max(axis=0)
+    assert np.all(np.abs(before - after) <= 1), (before, after)
+    assert out.array[0].sum() == vol.data.sum()  # whole block inside, no interpolation at matching spacing
+    assert any("centred on the foreground" in n for n in out.notes)
+
+
+def test_crop_center_uses_the_field_of_view_and_pads_with_zero():
+    vol = block_volume()
+    out = preprocess(vol, PreprocessConfig(spacing=(1, 1, 1), shape=(80, 30, 40), crop="center", intensity="none"))
+    fov_centre = world(vol.affine, (np.array(vol.spatial_shape) - 1) / 2)
+    out_centre = world(out.affine, (np.array(out.array.shape[1:]) - 1) / 2)
+    assert np.all(np.abs(out_centre - fov_centre) <= 0.5)
+    # x: 80 > 60 voxels, padded with zeros at both ends; y: 30 < 50, cropped.
+    assert not out.array[0, :10].any() and not out.array[0, -10:].any()
+    assert any("cropped along A" in n and "padded with 0 along R" in n and "field of view" in n for n in out.notes)
+
+
+def test_foreground_cut_off_is_reported(caplog):
+    vol = block_volume(lo=(2, 2, 2), hi=(58, 48, 38))
+    with caplog.at_level("WARNING"):
+        out = preprocess(vol, PreprocessConfig(spacing=(2, 2, 2), shape=(16, 16, 16), intensity="none"))
+    assert any("part of it is cut off" in n for n in out.notes)
+    assert "block.nii.gz" in caplog.text
+
+
+def test_empty_foreground_falls_back_to_centre_for_crop_but_zscore_errors():
+    vol = block_volume(value=0.0)
+    out = preprocess(vol, PreprocessConfig(shape=(8, 8, 8), intensity="none"))
+    assert any("no foreground voxels" in n for n in out.notes)
+    with pytest.raises(VolumeReadError, match=r"block\.nii\.gz.*no foreground voxels"):
+        preprocess(vol, PreprocessConfig(shape=(8, 8, 8), intensity="zscore"))
+
+
+# --- intensity ----------------------------------------------------------------------------------------------
+
+
+def adc_volume(units: str | None = "mm2/s", scale: float = 1.0) -> Volume:
+    rng = np.random.default_rng(3)
+    data = np.zeros((40, 40, 20), np.float32)
+    data[8:32, 8:32, 4:16] = (rng.random((24, 24, 12)) * 1.5e-3 + 0.5e-3) * scale
+    meta = {"source": "case1-ADC_ss.mha"}
+    if units:
+        meta["units"] = units
+    return Volume(data, np.diag([1.0, 1.0, 2.0, 1.0]), meta)
+
+
+def cfg(**kw) -> PreprocessConfig:
+    return PreprocessConfig(spacing=(1, 1, 2), shape=(32, 32, 16), **kw)
+
+
+def test_intensity_zscore_within_foreground():
+    out = preprocess(adc_volume(), cfg(intensity="zscore")).array[0]
+    fg = preprocess(adc_volume(), cfg(intensity="none")).array[0] > 0
+    assert out[fg].mean() == pytest.approx(0.0, abs=1e-5)
+    assert out[fg].std() == pytest.approx(1.0, abs=1e-4)
+    assert np.all(out[~fg] == 0)
+
+
+def test_intensity_mean_divides_by_foreground_mean():
+    raw = preprocess(adc_volume(), cfg(intensity="none")).array[0]
+    out = preprocess(adc_volume(), cfg(intensity="mean")).array[0]
+    fg = raw > 0
+    assert out[fg].mean() == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(out, raw / raw[fg].mean(), rtol=1e-5)
+
+
+def test_intensity_adc_fixed_scales_and_clips():
+    raw = preprocess(adc_volume(), cfg(intensity="none")).array[0]
+    out = preprocess(adc_volume(), cfg(intensity="adc_fixed", adc_scale=1000.0, clip=(0.0, 1.5)))
+    np.testing.assert_allclose(out.array[0], np.clip(raw * 1000.0, 0.0, 1.5), rtol=1e-5)
+    assert out.array.max() == pytest.approx(1.5) and (out.array == 1.5).any()
+    assert "channel 0: ADC x 1000" in out.notes and "clipped to [0, 1.5]" in out.notes
+
+
+def test_intensity_none_keeps_values():
+    vol = adc_volume()
+    out = preprocess(vol, cfg(intensity="none", crop="center"))
+    np.testing.assert_array_equal(out.array[0], vol.data[4:36, 4:36, 2:18])  # same spacing: a pure crop
+
+
+@pytest.mark.parametrize("units,scale", [("1e-6mm2/s", 1e6), (None, 1e6), (None, 1e3)])
+def test_adc_fixed_refuses_other_units(units, scale):
+    with pytest.raises(VolumeReadError, match=r"case1-ADC_ss\.mha.*adc_to_mm2s"):
+        preprocess(adc_volume(units, scale), cfg(intensity="adc_fixed"))
+
+
+def test_constant_foreground_cannot_be_zscored():
+    vol = block_volume(value=5.0)
+    with pytest.raises(VolumeReadError, match="one constant value"):
+        preprocess(vol, PreprocessConfig(spacing=(1, 1, 1), shape=(30, 30, 30)))
+
+
+def test_negative_mean_cannot_be_mean_normalised():
+    vol = block_volume(value=1.0)
+    with pytest.raises(VolumeReadError, match="foreground mean is -"):
+        preprocess(vol.with_data(vol.data * -1), PreprocessConfig(shape=(8, 8, 8), intensity="mean",
+                                                                   foreground_threshold=-2))
+
+
+# --- channels -----------------------------------------------------------------------------------------------
+
+
+def test_two_channels_on_different_grids_land_on_the_first_ones_grid():
+    a_aff = oblique_affine(spacing=(1.0, 1.0, 2.5), ax=5.0, az=-8.0)
+    b_aff = oblique_affine(spacing=(1.5, 1.5, 3.0), ax=-10.0, az=20.0, origin=(-33.0, -41.0, -22.0))
+    a = Volume(ramp(a_aff, (60, 60, 24)), a_aff, {"source": "adc.mha"})
+    b = Volume(ramp(b_aff, (44, 44, 22)), b_aff, {"source": "zadc.mha"})
+    config = PreprocessConfig(spacing=(2, 2, 2), shape=(24, 24, 20), crop="center", intensity="none", channels=2)
+    out = preprocess([a, b], config)
+    assert out.array.shape == (2, 24, 24, 20)
+    ok = inside_footprint(a_aff, (60, 60, 24), out.affine, config.shape, 0.0)
+    ok &= inside_footprint(b_aff, (44, 44, 22), out.affine, config.shape, 0.0)
+    assert ok.sum() > 0.3 * ok.size
+    truth = ramp(out.affine, config.shape)
+    np.testing.assert_allclose(out.array[0][ok], truth[ok], atol=2e-3)
+    np.testing.assert_allclose(out.array[1][ok], truth[ok], atol=2e-3)
+    assert any("channel 1 (zadc.mha) is on a different grid" in n for n in out.notes)
+
+
+def test_adc_fixed_leaves_second_channel_unscaled():
+    adc = adc_volume()
+    z = adc.with_data(np.where(adc.data > 0, np.float32(-1.5), np.float32(0.0)), source="zadc.mha", units=None)
+    out = preprocess([adc, z], cfg(intensity="adc_fixed", channels=2))
+    assert out.array[1].min() == pytest.approx(-1.5)
+    assert out.array[0].max() > 1.0
+
+
+def test_channel_count_and_4d_inputs():
+    adc = adc_volume()
+    with pytest.raises(ValueError, match="expects 2 input channel"):
+        preprocess(adc, cfg(channels=2))
+    four = Volume(np.stack([adc.data, adc.data * 2], axis=-1), adc.affine, {"source": "dwi.nii.gz"})
+    with pytest.raises(VolumeReadError, match=r"dwi\.nii\.gz.*4D with 2 volumes"):
+        preprocess(four, cfg(channels=1))
+    split = preprocess(four, cfg(channels=2, intensity="none"))
+    np.testing.assert_allclose(split.array[1], split.array[0] * 2, rtol=1e-6)
+    single = Volume(adc.data[..., None], adc.affine)  # a 4D file with one volume is 3D
+    assert preprocess(single, cfg()).array.shape == (1, 32, 32, 16)
+
+
+def test_channel_outside_the_first_ones_field_of_view_errors():
+    adc = adc_volume()
+    far = np.array(adc.affine)
+    far[:3, 3] += 500.0
+    with pytest.raises(VolumeReadError, match=r"zadc\.mha: does not overlap case1-ADC_ss\.mha"):
+        preprocess([adc, Volume(adc.data, far, {"source": "zadc.mha"})], cfg(channels=2))
+
+
+def test_non_finite_voxels_and_singular_affine():
+    adc = adc_volume()
+    data = adc.data.copy()
+    data[20, 20, 10] = np.nan
+    data[0, 0, 0] = np.inf
+    out = preprocess(adc.with_data(data), cfg())
+    assert np.isfinite(out.array).all()
+    assert "channel 0: set 2 non-finite voxel(s) to 0" in out.notes
+    flat = np.diag([1.0, 1.0, 0.0, 1.0])
+    with pytest.raises(VolumeReadError, match=r"case1-ADC_ss\.mha: its affine is singular"):
+        preprocess(Volume(adc.data, flat, adc.metadata), cfg())
+
+
+def test_preprocess_is_pure_and_returns_frozen_result():
+    vol = adc_volume()
+    before = vol.data.copy()
+    out = preprocess(vol, cfg())
+    np.testing.assert_array_equal(vol.data, before)
+    assert isinstance(out, Preprocessed) and isinstance(out.notes, tuple)
+    with pytest.raises(AttributeError):
+        out.array = None  # type: ignore[misc]
+
+
+# --- config -------------------------------------------------------------------------------------------------
+
+
+def test_config_json_round_trip():
+    config = PreprocessConfig(spacing=(1.5, 1.5, 2), shape=(96, 96, 48), crop="center", intensity="adc_fixed",
+                              clip=(0, 3.5), interpolation="bspline", channels=2, foreground_threshold=1e-5)
+    text = json.dumps(config.to_dict())
+    again = PreprocessConfig.from_dict(json.loads(text))
+    assert again == config
+    assert again.spacing == (1.5, 1.5, 2.0) and again.clip == (0.0, 3.5) and isinstance(again.shape[0], int)
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"spacing": 2.0}, "spacing must be three positive numbers"),
+        ({"spacing": (1, 1, 0)}, "spacing must be three positive numbers"),
+        ({"spacing": (1, 1)}, "spacing must be three"),
+        ({"shape": (64.5, 64, 48)}, "shape must be three positive integers"),
+        ({"shape": (64, -1, 48)}, "shape must be three positive integers"),
+        ({"crop": "middle"}, r"crop must be one of \('center', 'foreground'\)"),
+        ({"intensity": "minmax"}, "intensity must be one of"),
+        ({"interpolation": "cubic"}, "interpolation must be one of"),
+        ({"orientation": "LPS"}, "orientation must be 'RAS'"),
+        ({"channels": 0}, "channels must be an integer >= 1"),
+        ({"channels": 1.5}, "channels must be an integer >= 1"),
+        ({"clip": (3, 0)}, "low < high"),
+        ({"clip": (0, float("nan"))}, "clip must be 2 finite numbers"),
+        ({"adc_scale": 0}, "adc_scale must be a positive number"),
+        ({"foreground_threshold": "x"}, "foreground_threshold must be a finite number"),
+    ],
+)
+def test_bad_config_errors_clearly(bad, match):
+    with pytest.raises(ValueError, match=match):
+        PreprocessConfig(**bad)
+
+
+def test_unknown_config_key_is_refused():
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['spacin'\]"):
+        PreprocessConfig.from_dict({"spacin": [1, 1, 1]})
