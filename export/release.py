@@ -1,0 +1,370 @@
+"""The release recipe: a finished training run folder -> a release folder -> (optionally) the Hub and the package.
+
+    python -m export.release RUN_DIR -o RELEASE_DIR [--card model_cards/age2hie.yaml]
+                             [--push REPO_ID [--no-dry-run]] [--bundle NAME]
+
+The release folder holds exactly: ``config.json`` and ``model.safetensors`` (model weights only, re-saved from
+a strict load of the run's checkpoint), ``model.onnx`` (exported, checked and compared with torch on the spot),
+``README.md`` (the full model card, every number from the run's metrics), ``RELEASE.md`` (a short note) and
+``SHA256SUMS`` (``sha256sum -c`` format). It is written to a temporary sibling folder and renamed into place,
+so a failed step never leaves a half-made release. The same run folder gives byte-identical files (see
+docs/release.md for what that rests on).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from age2hie_hub.errors import Age2HieError
+
+log = logging.getLogger(__name__)
+
+PROG = "python -m export.release"
+CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ONNX_NAME = "config.json", "model.safetensors", "README.md", "model.onnx"
+NOTE_NAME, SUMS_NAME, METRICS_NAME = "RELEASE.md", "SHA256SUMS", "metrics.json"
+# Sub-folders of a run that may hold its final hub-format checkpoint, in order of preference.
+CHECKPOINT_DIRS = ("checkpoint", "final", "best", "model")
+BUNDLE_LIMIT_BYTES = 15 * 1024 * 1024  # the package ships at most this much per bundled model
+BUNDLE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+class ReleaseError(Age2HieError, ValueError):
+    """A release cannot be made, checked, pushed or bundled; the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """What build_release made: the folder, its files' SHA-256, and the ONNX parity check."""
+
+    folder: Path
+    checkpoint: Path  # the run's checkpoint folder it came from
+    sha256: dict[str, str]
+    onnx: dict[str, Any] = field(default_factory=dict)  # opset, exporter, outputs, max_abs_diff, provider
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    """The run's hub-format checkpoint folder: the run itself, or one of CHECKPOINT_DIRS, or the only one."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder not found; give the folder a training run wrote")
+
+    def is_ckpt(p: Path) -> bool:
+        return (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
+
+    if is_ckpt(run_dir):
+        return run_dir
+    for name in CHECKPOINT_DIRS:
+        if is_ckpt(run_dir / name):
+            return run_dir / name
+    found = sorted(p for p in run_dir.iterdir() if p.is_dir() and is_ckpt(p))
+    if len(found) == 1:
+        return found[0]
+    hint = f"several: {[p.name for p in found]}; pick one with --checkpoint" if found else "none"
+    raise ReleaseError(
+        f"{run_dir}: no hub-format checkpoint folder ({CONFIG_NAME} + {WEIGHTS_NAME}) in the run or its "
+        f"sub-folders {list(CHECKPOINT_DIRS)} ({hint})"
+    )
+
+
+def read_metrics(run_dir: Path, checkpoint: Path, config_metrics: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The run's measured evaluation: metrics.json in the run (or checkpoint) folder, else config.json's metrics."""
+    for path in (run_dir / METRICS_NAME, checkpoint / METRICS_NAME):
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise ValueError(f"{path}: not valid JSON ({exc}); the run's metrics file is damaged") from exc
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: the metrics file must hold a JSON object, got {type(data).__name__}")
+            return data, sha256_file(path)
+    if not config_metrics:
+        log.warning("%s has no %s and its config.json records no metrics: the card will say so", run_dir, METRICS_NAME)
+    return dict(config_metrics), None
+
+
+def _release_note(
+    run_dir: Path, checkpoint: Path, config: Any, metrics_sha: str | None, onnx: dict[str, Any], repo_id: str | None,
+) -> str:
+    prov = config.provenance
+    lines = [
+        f"# Release of `{repo_id or config.model.arch}`",
+        "",
+        "Made by the age2hie-hub release recipe (`python -m export.release`, docs/release.md) from the training run",
+        f"folder `{run_dir.name}` (checkpoint sub-folder `{checkpoint.relative_to(run_dir).as_posix() or '.'}`).",
+        "",
+    ]
+    if prov.get("synthetic") or (isinstance(prov.get("training_data"), dict) and prov["training_data"].get("synthetic")):
+        lines += ["**These weights were trained on synthetic data.** They are not for clinical use.", ""]
+    lines += [
+        f"- task: `{config.task}`; architecture `{config.model.arch}`, head `{config.model.head}`",
+        f"- seed: {prov.get('seed', 'not recorded')}; git commit: {prov.get('git_commit', 'not recorded')}",
+        f"- data manifest sha256: {prov.get('data_manifest_sha256', 'not recorded')}",
+        f"- metrics file sha256: {metrics_sha or 'none (metrics taken from config.json)'}",
+    ]
+    if onnx:
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in sorted(onnx["max_abs_diff"].items()))
+        lines.append(
+            f"- ONNX: opset {onnx['opset']} ({onnx['exporter']} exporter), ONNX Runtime {onnx['provider']} vs torch "
+            f"on a batch of shape {list(onnx['input_shape'])}: max difference {diffs} (tolerance {onnx['tolerance']:g})"
+        )
+    else:
+        lines.append("- ONNX: not exported for this release (--no-onnx)")
+    lines += ["", f"Check the files with `sha256sum -c {SUMS_NAME}`.", ""]
+    return "\n".join(lines)
+
+
+def _write_sums(folder: Path) -> dict[str, str]:
+    sums = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != SUMS_NAME}
+    (folder / SUMS_NAME).write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())), encoding="utf-8")
+    return sums
+
+
+def _publishable(folder: Path) -> None:
+    """Temp files and folders are created private (0600/0700); a release is read by others: 0644/0755 less umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o755 & ~umask)
+    for p in folder.iterdir():
+        if p.is_file():
+            p.chmod(0o644 & ~umask)
+
+
+def _replace_folder(staging: Path, target: Path, overwrite: bool) -> None:
+    """Move a finished staging folder to `target`; an existing target is replaced only with overwrite."""
+    _publishable(staging)
+    if target.exists():
+        if not overwrite:
+            raise ReleaseError(f"{target} already exists; choose a new folder or pass --overwrite")
+        if not target.is_dir():
+            raise ReleaseError(f"{target} exists and is not a folder; choose a folder path")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, target)
+
+
+def build_release(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    release_meta: dict[str, Any] | None = None,
+    repo_id: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    onnx: bool = True,
+    overwrite: bool = False,
+) -> Release:
+    """Run folder -> release folder (see the module docstring). Raises before anything appears at `out_dir`."""
+    import dataclasses
+
+    from age2hie_hub.hub import load_checkpoint, save_pretrained
+    from age2hie_hub.modelcard import render_model_card
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir)
+    ckpt = Path(checkpoint) if checkpoint is not None else find_checkpoint(run_dir)
+    if out_dir.exists() and not overwrite:
+        raise ReleaseError(f"{out_dir} already exists; choose a new folder or pass --overwrite")
+    release_meta = dict(release_meta or {})
+    repo_id = repo_id or release_meta.get("repo_id")
+
+    # Strict load: a checkpoint whose weights and config.json disagree is refused here, not shipped.
+    model = load_checkpoint(ckpt)
+    config = model.checkpoint_config
+    metrics, metrics_sha = read_metrics(run_dir, ckpt, config.metrics)
+    if metrics and not config.metrics:
+        config = dataclasses.replace(config, metrics=metrics)  # config.json carries the measured evaluation too
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        # save_pretrained writes model.safetensors from the model's state_dict: model weights only, whatever
+        # else (optimizer state, EMA copies) the run's file held.
+        save_pretrained(model, staging, config)
+        onnx_info: dict[str, Any] = {}
+        if onnx:
+            from age2hie_hub.onnx.export import TOLERANCE, export_onnx
+
+            try:
+                report = export_onnx(model, staging / ONNX_NAME, config=config)
+            except RuntimeError as exc:  # the exporter's parity check (or the export itself) failed
+                raise ReleaseError(f"{ckpt}: ONNX export failed, no release written: {exc}") from exc
+            if not report.ok:  # export_onnx raises first; keep the check where the release relies on it
+                raise ReleaseError(f"{ckpt}: ONNX parity check failed: {report.max_abs_diff}")
+            onnx_info = {"opset": report.opset, "exporter": report.exporter, "outputs": list(report.outputs),
+                         "input_shape": list(report.input_shape), "max_abs_diff": dict(report.max_abs_diff),
+                         "provider": report.provider, "tolerance": TOLERANCE}
+        files = {name: sha256_file(staging / name) for name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME)
+                 if (staging / name).is_file()}
+        card = render_model_card(config, metrics=metrics, release=release_meta, repo_id=repo_id, files=files)
+        (staging / CARD_NAME).write_text(str(card).rstrip("\n") + "\n", encoding="utf-8")
+        (staging / NOTE_NAME).write_text(
+            _release_note(run_dir, ckpt, config, metrics_sha, onnx_info, repo_id), encoding="utf-8")
+        sums = _write_sums(staging)
+        _replace_folder(staging, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("release written to %s (%d files)", out_dir, len(sums) + 1)
+    return Release(folder=out_dir, checkpoint=ckpt, sha256=sums, onnx=onnx_info)
+
+
+def verify_sums(folder: Path) -> None:
+    """Check SHA256SUMS against the files; raise naming the first file that differs or is missing/extra."""
+    sums_path = folder / SUMS_NAME
+    if not sums_path.is_file():
+        raise FileNotFoundError(f"{folder} has no {SUMS_NAME}; is it a release folder made by {PROG}?")
+    listed = {}
+    for line in sums_path.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    present = {p.name for p in folder.iterdir() if p.is_file() and p.name != SUMS_NAME}
+    if set(listed) != present:
+        raise ReleaseError(f"{folder}: files {sorted(present)} differ from {SUMS_NAME}'s list {sorted(listed)}")
+    for name, digest in sorted(listed.items()):
+        if sha256_file(folder / name) != digest:
+            raise ReleaseError(f"{folder / name}: SHA-256 differs from {SUMS_NAME}; the release was modified")
+
+
+def push_plan(folder: Path, repo_id: str, revision: str | None) -> str:
+    """What --push would publish, as text (the dry run's output)."""
+    lines = [f"would push {folder} to {repo_id} (revision {revision or 'main'}) as one commit:"]
+    for p in sorted(folder.iterdir()):
+        if p.is_file():
+            lines.append(f"  {p.name:<20} {p.stat().st_size:>12,d} bytes  sha256 {sha256_file(p)}")
+    lines.append("run again with --no-dry-run to publish")
+    return "\n".join(lines)
+
+
+def push_release(
+    folder: Path, repo_id: str, *, revision: str | None = None, private: bool = False,
+    token: str | bool | None = None, commit_message: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """Publish a release folder as one commit, then load it back at that commit and compare; returns the commit."""
+    import torch
+
+    from age2hie_hub.hub import from_pretrained, load_checkpoint, push_to_hub
+    from age2hie_hub.onnx.export import example_input
+
+    verify_sums(folder)
+    info = push_to_hub(folder, repo_id, private=private, revision=revision, token=token,
+                       commit_message=commit_message or f"Release {repo_id} with the age2hie-hub release recipe")
+    commit = info.oid
+    with tempfile.TemporaryDirectory(prefix="age2hie-release-verify-") as tmp:
+        remote = from_pretrained(repo_id, revision=commit, cache_dir=cache_dir or tmp, token=token)
+        local = load_checkpoint(folder)
+        expected = sha256_file(folder / WEIGHTS_NAME)
+        if remote.checkpoint_source.sha256 != expected:
+            raise ReleaseError(f"{repo_id}@{commit}: the Hub's {WEIGHTS_NAME} differs from {folder / WEIGHTS_NAME}")
+        x = example_input(local, local.checkpoint_config, 1)
+        with torch.inference_mode():
+            same = torch.equal(remote(x), local(x))
+        if not same:
+            raise ReleaseError(f"{repo_id}@{commit}: the model loaded from the Hub gives different outputs")
+    log.info("pushed %s to %s at commit %s and loaded it back", folder, repo_id, commit)
+    return commit
+
+
+def default_bundle_root() -> Path:
+    import age2hie_hub
+
+    return Path(age2hie_hub.__file__).resolve().parent / "data" / "models"
+
+
+def bundle_release(folder: Path, name: str, *, root: Path | None = None, overwrite: bool = True) -> Path:
+    """Copy a release folder into the package's bundled models (age2hie_hub/data/models/NAME/), atomically."""
+    if not BUNDLE_NAME_RE.match(name):
+        raise ValueError(f"bundle name {name!r} must be lower-case letters, digits, '.', '_' or '-' (e.g. 'age2hie')")
+    verify_sums(folder)
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    if size > BUNDLE_LIMIT_BYTES:
+        raise ReleaseError(f"{folder} is {size / 2**20:.1f} MiB; a bundled model may be at most "
+                         f"{BUNDLE_LIMIT_BYTES / 2**20:.0f} MiB (use a slimmer architecture or width)")
+    root = root or default_bundle_root()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        for p in sorted(folder.iterdir()):
+            if p.is_file():
+                shutil.copyfile(p, staging / p.name)
+        _replace_folder(staging, root / name, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return root / name
+
+
+def _parser() -> argparse.ArgumentParser:
+    from age2hie_hub.cli._common import add_verbosity
+
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Turn a finished training run into a release folder; optionally push it to the "
+        "Hugging Face Hub (dry run unless --no-dry-run) and bundle it into the package.")
+    p.add_argument("run_dir", type=Path, help="the training run folder (holds a hub-format checkpoint + metrics.json)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="release folder to create")
+    p.add_argument("--card", type=Path, help="release metadata for the model card, e.g. model_cards/age2hie.yaml")
+    p.add_argument("--checkpoint", type=Path, help="the run's checkpoint folder, when the run holds several")
+    p.add_argument("--repo-id", help="name users load it by (default: --push, else the card metadata's repo_id)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (and its parity check)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing release folder")
+    p.add_argument("--push", metavar="REPO_ID", help="publish the release to this Hub repo as one commit")
+    p.add_argument("--no-dry-run", action="store_true", help="really push (default: print what would be pushed)")
+    p.add_argument("--revision", help="branch to push to (created from main if missing)")
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    p.add_argument("--bundle", metavar="NAME", help="also copy the release to age2hie_hub/data/models/NAME/")
+    add_verbosity(p)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from age2hie_hub.modelcard import load_release_metadata
+
+    meta = load_release_metadata(args.card) if args.card else {}
+    repo_id = args.repo_id or args.push or meta.get("repo_id")
+    release = build_release(args.run_dir, args.output, release_meta=meta, repo_id=repo_id,
+                            checkpoint=args.checkpoint, onnx=not args.no_onnx, overwrite=args.overwrite)
+    print(f"release: {release.folder}")
+    for name, digest in sorted(release.sha256.items()):
+        print(f"  {digest}  {name}")
+    if release.onnx:
+        print("  onnx parity (ONNX Runtime vs torch, max abs diff): "
+              + ", ".join(f"{k} {v:.2e}" for k, v in sorted(release.onnx["max_abs_diff"].items())))
+    if args.push:
+        if args.no_dry_run:
+            commit = push_release(release.folder, args.push, revision=args.revision, private=args.private)
+            print(f"pushed to {args.push} at commit {commit}; loaded back with from_pretrained and checked")
+        else:
+            print(push_plan(release.folder, args.push, args.revision))
+    if args.bundle:
+        print(f"bundled: {bundle_release(release.folder, args.bundle)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from age2hie_hub.cli._common import run_main, setup_logging
+
+    args = _parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    return run_main(_run, args, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
