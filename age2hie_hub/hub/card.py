@@ -15,7 +15,7 @@ from typing import Any
 from age2hie_hub.hub.config import CheckpointConfig
 
 _MARKER = "<!-- age2hie-hub generated card sha256:{} -->"
-_MARKER_RE = re.compile(r"\n?<!-- age2hie-hub generated card sha256:([0-9a-f]{64}) -->\s*$")
+_MARKER_RE = re.compile(r"<!-- age2hie-hub generated card sha256:([0-9a-f]{64}) -->\s*$")
 
 _TASK_TEXT = {
     "hie_outcome": "the probability of an adverse 2-year neurocognitive outcome after neonatal hypoxic-ischemic "
