@@ -226,3 +226,35 @@ def test_failed_write_leaves_nothing_and_keeps_old_file(tmp_path):
         write_volume(random_volume(affine=sheared), target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mha"]
+
+
+def test_4d_axis_order_agrees_with_simpleitk(tmp_path):
+    """A 4D NIfTI converted by SimpleITK itself to MetaImage reads back identically (no self-cancelling transposes)."""
+    a = oblique_affine()
+    data = np.random.default_rng(2).normal(size=(5, 4, 3, 2)).astype(np.float32)
+    img = nib.Nifti1Image(data, a)
+    img.set_qform(a, 1)
+    img.set_sform(a, 1)
+    nib.save(img, tmp_path / "d.nii")
+    itk_img = sitk.ReadImage(str(tmp_path / "d.nii"))
+    assert itk_img.GetDimension() == 4
+    assert sitk.GetArrayViewFromImage(itk_img)[1, 2, 3, 4] == data[4, 3, 2, 1]
+    sitk.WriteImage(itk_img, str(tmp_path / "d.mha"))
+    vol = read_volume(tmp_path / "d.mha")
+    np.testing.assert_array_equal(vol.data, data)
+    np.testing.assert_allclose(vol.affine, a, atol=1e-4)
+
+
+def test_slicer_nrrd_dwi_gives_bvals(tmp_path):
+    """Slicer's DWI NRRD: a vector image whose components are the gradients, b-values in key/value pairs."""
+    grads = [[0, 0, 0], [1, 0, 0], [0, 0.7071068, 0.7071068]]
+    data = np.random.default_rng(3).uniform(1, 2, size=(4, 3, 2, 3)).astype(np.float32)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0, 3)), isVector=True)
+    img.SetMetaData("DWMRI_b-value", "1000")
+    for i, g in enumerate(grads):
+        img.SetMetaData(f"DWMRI_gradient_{i:04d}", " ".join(map(str, g)))
+    sitk.WriteImage(img, str(tmp_path / "dwi.nrrd"))
+    vol = read_volume(tmp_path / "dwi.nrrd")
+    np.testing.assert_array_equal(vol.data, data)
+    np.testing.assert_allclose(vol.metadata["bvals"], [0, 1000, 1000], atol=1e-3)
+    assert vol.metadata["bvecs_frame"] == "world"

@@ -102,6 +102,8 @@ def _run_dcm2niix(path: Path, source: Path, out: Path, single: bool) -> None:
         why = next((ln for ln in reversed(lines) if "rror" in ln or "arning" in ln), lines[-1] if lines else "")
         what = "no DICOM images found" if proc.returncode == 2 else f"dcm2niix failed (exit {proc.returncode})"
         raise fail(path, f"{what}: {why.strip()[:300]}" if why else what)
+    if proc.returncode != 0:
+        log.warning("%s: dcm2niix exited with %d but converted some images; check the result", path, proc.returncode)
 
 
 def _converted_series(path: Path, out: Path) -> dict[Path, int]:

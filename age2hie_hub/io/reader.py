@@ -42,7 +42,9 @@ def read_volume(path: str | PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES
 
     Raises :class:`~age2hie_hub.errors.VolumeReadError` naming the file and the problem for missing files,
     unknown formats, corrupt or truncated files, 2D/5D data, unusable spacing, empty images and headers
-    needing more than ``max_bytes``. Non-finite voxels become 0 with a warning in ``metadata["warnings"]``.
+    needing more than ``max_bytes`` (checked from the header, before any voxel is read). Non-finite voxels
+    become 0 with a warning in ``metadata["warnings"]``; an all-zero image is accepted with a warning (a
+    lesion mask may legitimately be empty), an image with 0 voxels is an error.
     """
     path = Path(path).expanduser()
     check_exists(path)
