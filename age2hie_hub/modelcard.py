@@ -276,6 +276,8 @@ def model_card_data(
     metric_ids = []
     for row in rows:
         for name in row.metrics:
+            if "baseline" in name:
+                continue
             mid = METRIC_INFO.get(name, (name, name))[1]
             if mid not in metric_ids:
                 metric_ids.append(mid)

@@ -115,8 +115,9 @@ def test_push_publishes_one_commit_that_loads_back(release, tmp_path, monkeypatc
         monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
         commit = push_release(release.folder, "org/age2hie", token=hub.token, cache_dir=tmp_path / "cache")
         repo = hub.repos["org/age2hie"]
-        assert repo.refs["main"] == commit and len(repo.commits) >= 1
+        assert repo.refs["main"] == commit
         pushed = repo.commits[commit]
+        assert len(repo.commits) == 2 and repo.commits[pushed.parent].title == "initial commit"  # one commit
         assert set(pushed.files) >= RELEASE_FILES  # one commit holding the whole release
         for name in RELEASE_FILES:
             assert pushed.files[name] == (release.folder / name).read_bytes()
