@@ -39,7 +39,12 @@ class Age2HieNet(nn.Module):
         return int(self.backbone.num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # shape checks are on static sizes only, so tracing / ONNX export sees no data-dependent branch
+        # checked eagerly; skipped while tracing (TorchScript ONNX export), where sizes are tensors
+        if not torch.jit.is_tracing():
+            self._check_input(x)
+        return self.head(self.backbone(x))
+
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 5:
             raise ValueError(f"{self.config.arch}: expected input (N, C, X, Y, Z), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
@@ -47,7 +52,6 @@ class Age2HieNet(nn.Module):
                 f"{self.config.arch}: expected {self.in_channels} input channel(s), got {x.shape[1]} "
                 f"(input shape {tuple(x.shape)})"
             )
-        return self.head(self.backbone(x))
 
     def predict_outputs(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
         """outcome: `probability`; age heads: `age` (+ `age_sd` for age_softbin); classification: `probabilities`."""

@@ -61,7 +61,7 @@ class SFCN(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map before pooling: (N, F, X / 32, Y / 32, Z / 32) for the default 6 blocks."""
         smallest = 2**self.n_pools
-        if min(x.shape[2:]) < smallest:
+        if not torch.jit.is_tracing() and min(x.shape[2:]) < smallest:
             raise ValueError(
                 f"sfcn: every spatial side must be >= {smallest} voxels ({self.n_pools} max-pools), "
                 f"got input shape {tuple(x.shape)}; pad or resample the volume"

@@ -104,9 +104,8 @@ class SliceResNet18(nn.Module):
         in_planes = planes[0]
         for index, out_planes in enumerate(planes, start=1):
             stride = 1 if index == 1 else 2
-            self.add_module(
-                f"layer{index}", nn.Sequential(BasicBlock2d(in_planes, out_planes, stride), BasicBlock2d(out_planes, out_planes))
-            )
+            blocks = [BasicBlock2d(in_planes, out_planes, stride), BasicBlock2d(out_planes, out_planes)]
+            self.add_module(f"layer{index}", nn.Sequential(*blocks))
             in_planes = out_planes
         self.num_features = in_planes
         _init_weights(self)
