@@ -230,6 +230,17 @@ def test_crop_foreground_centres_the_foreground_bounding_box():
     assert any("centred on the foreground" in n for n in out.notes)
 
 
+def test_crop_foreground_on_an_oblique_scan_centres_the_world_bounding_box():
+    affine = oblique_affine(spacing=(1.0, 1.0, 2.0), ax=25.0, az=35.0)
+    data = np.zeros((60, 60, 30), np.float32)
+    data[5:25, 30:55, 3:12] = 1.0
+    out = preprocess(Volume(data, affine), PreprocessConfig(spacing=(1, 1, 1), shape=(32, 32, 32), intensity="none"))
+    w = grid_world(affine, data.shape)[:, data > 0]
+    centre = (w.min(axis=1) + w.max(axis=1)) / 2  # brute force over every foreground voxel
+    out_centre = world(out.affine, (np.array(out.array.shape[1:]) - 1) / 2)
+    assert np.all(np.abs(out_centre - centre) <= 0.5 + 1e-6), (out_centre, centre)
+
+
 def test_crop_center_uses_the_field_of_view_and_pads_with_zero():
     vol = block_volume()
     out = preprocess(vol, PreprocessConfig(spacing=(1, 1, 1), shape=(80, 30, 40), crop="center", intensity="none"))

@@ -53,10 +53,16 @@ def foreground_bounds(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray,
             hi_idx.append(hit[-1])
         box = np.array(lo_idx, dtype=np.float64), np.array(hi_idx, dtype=np.float64)
         corners = np.array(np.meshgrid(*zip(*box), indexing="ij")).reshape(3, -1)
-    else:  # oblique: the world box of the index box would be too large; use the voxels themselves
-        corners = np.array(np.nonzero(mask), dtype=np.float64)
-        if corners.shape[1] == 0:
+    else:
+        # Oblique: the world box of the index box would be too large. A linear function's extremes along each
+        # k-line lie at the line's first or last foreground voxel, so those (<= 2*X*Y points) suffice.
+        rows = mask.any(axis=2)
+        if not rows.any():
             return None
+        first = np.argmax(mask, axis=2)[rows]
+        last = mask.shape[2] - 1 - np.argmax(mask[:, :, ::-1], axis=2)[rows]
+        i, j = np.nonzero(rows)
+        corners = np.array([np.r_[i, i], np.r_[j, j], np.r_[first, last]], dtype=np.float64)
     world = rot @ corners + affine[:3, 3:4]
     return world.min(axis=1), world.max(axis=1)
 
