@@ -86,19 +86,19 @@ def _bn_entry(key: str, n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randn(n, generator=gen) * 0.1 + (1.0 if key.endswith("weight") else 0.0)
 
 
-def fake_r3d18_kinetics(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors in the shapes torchvision's Kinetics-400 r3d_18 file has."""
+def fake_r3d18_kinetics(seed: int = 0, width: int = 64) -> dict[str, torch.Tensor]:
+    """Random tensors in the shapes torchvision's Kinetics-400 r3d_18 file has (width 64; less for speed)."""
     gen = torch.Generator().manual_seed(seed)
-    planes = {1: 64, 2: 128, 3: 256, 4: 512}
+    planes = {1: width, 2: 2 * width, 3: 4 * width, 4: 8 * width}
     out = {}
     for key in R3D_18_KEYS:
         parts = key.split(".")
         if key == "stem.0.weight":
-            out[key] = torch.randn(64, 3, 3, 7, 7, generator=gen) * 0.05
+            out[key] = torch.randn(width, 3, 3, 7, 7, generator=gen) * 0.05
         elif parts[0] == "stem":
-            out[key] = _bn_entry(key, 64, gen)
+            out[key] = _bn_entry(key, width, gen)
         elif parts[0] == "fc":
-            out[key] = torch.randn((400, 512) if key == "fc.weight" else (400,), generator=gen) * 0.05
+            out[key] = torch.randn((400, 8 * width) if key == "fc.weight" else (400,), generator=gen) * 0.05
         else:
             layer, block = int(parts[0][5:]), int(parts[1])
             p = planes[layer]
@@ -350,27 +350,27 @@ def test_kinetics_r3d18_loads_every_key_and_changes_outputs(caplog):
 
 
 def test_kinetics_rgb_stem_for_multichannel_input():
-    fake = fake_r3d18_kinetics()
-    two = load_kinetics_r3d18(build_model(ModelConfig("resnet3d_18", {"in_channels": 2})), fake)
-    three = load_kinetics_r3d18(build_model(ModelConfig("resnet3d_18", {"in_channels": 3})), fake)
+    fake = fake_r3d18_kinetics(width=8)
+    two = load_kinetics_r3d18(tiny("resnet3d_18", in_channels=2), fake)
+    three = load_kinetics_r3d18(tiny("resnet3d_18", in_channels=3), fake)
     grey = fake["stem.0.weight"].sum(1, keepdim=True)
     assert torch.allclose(two.backbone.stem[0].weight, torch.cat([grey / 2, grey / 2], 1))
     assert torch.equal(three.backbone.stem[0].weight, fake["stem.0.weight"])  # kept as it is
 
 
 def test_kinetics_wrong_missing_and_misshaped_keys_are_named():
-    model = build_model(ModelConfig("resnet3d_18"))
-    fake = fake_r3d18_kinetics()
+    model = tiny("resnet3d_18")
+    fake = fake_r3d18_kinetics(width=8)
     renamed = dict(fake)
     renamed["layer2.0.conv1.0.weights"] = renamed.pop("layer2.0.conv1.0.weight")
     with pytest.raises(CheckpointError, match=r"missing: \['layer2.0.conv1.0.weight'\].*unexpected: "
                                               r"\['layer2.0.conv1.0.weights'\]"):
         load_kinetics_r3d18(model, renamed)
-    with pytest.raises(CheckpointError, match=r"100 mis-shaped: \['layer1.0.conv1.0.weight: file \(64, 64, 3, 3, 3\) "
-                                              r"vs model \(8, 8, 3, 3, 3\)'"):
-        load_kinetics_r3d18(tiny("resnet3d_18"), fake)  # width 0.125 cannot take full-width weights
+    with pytest.raises(CheckpointError, match=r"100 mis-shaped: \['layer1.0.conv1.0.weight: file \(8, 8, 3, 3, 3\) "
+                                              r"vs model \(16, 16, 3, 3, 3\)'"):
+        load_kinetics_r3d18(tiny("resnet3d_18", width=0.25), fake)  # a wider model cannot take these weights
     with pytest.raises(CheckpointError, match=r"unexpected: \['layer1.1.conv1.0.weight'"):
-        load_kinetics_r3d18(tiny("resnet3d_10", width=1.0), fake)  # ResNet-10 has one block per layer
+        load_kinetics_r3d18(tiny("resnet3d_10"), fake)  # ResNet-10 has one block per layer
     with pytest.raises(TypeError, match="ResNet3d backbone"):
         load_kinetics_r3d18(tiny("sfcn"), fake)
 
@@ -378,16 +378,16 @@ def test_kinetics_wrong_missing_and_misshaped_keys_are_named():
 def test_importers_read_files_and_refuse_code_pickles(tmp_path):
     from safetensors.torch import save_file
 
-    fake = fake_r3d18_kinetics()
+    fake = fake_r3d18_kinetics(width=8)
     torch.save(fake, tmp_path / "r3d_18.pth")
     save_file(fake, str(tmp_path / "r3d_18.safetensors"))
-    a = load_kinetics_r3d18(tiny("resnet3d_18", width=1.0), tmp_path / "r3d_18.pth")
-    b = load_kinetics_r3d18(tiny("resnet3d_18", width=1.0), str(tmp_path / "r3d_18.safetensors"))
+    a = load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "r3d_18.pth")
+    b = load_kinetics_r3d18(tiny("resnet3d_18"), str(tmp_path / "r3d_18.safetensors"))
     assert torch.equal(a.backbone.layer4[1].conv2[0].weight, b.backbone.layer4[1].conv2[0].weight)
 
     torch.save({"state_dict": fake, "note": io.StringIO("code-bearing object")}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match=r"evil.pth: refused to unpickle.*weights_only=True"):
-        load_kinetics_r3d18(tiny("resnet3d_18", width=1.0), tmp_path / "evil.pth")
+        load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="no such weights file"):
         load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "absent.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
