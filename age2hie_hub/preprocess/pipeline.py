@@ -97,6 +97,19 @@ def _finite(volume: Volume, index: int, notes: list[str]) -> Volume:
     return volume.with_data(np.where(bad, np.float32(0.0), volume.data))
 
 
+def _check_cut_off(fg: tuple[np.ndarray, np.ndarray], affine: np.ndarray, config: PreprocessConfig, name: str,
+                   notes: list[str]) -> None:
+    """Say so (note + warning) when the foreground does not fit in the output box: the model sees part of it."""
+    step = np.asarray(config.spacing)
+    lo = affine[:3, 3] - step / 2
+    hi = lo + step * np.asarray(config.shape)
+    cut = [a for a in range(3) if fg[0][a] < lo[a] - 1e-6 or fg[1][a] > hi[a] + 1e-6]
+    if cut:
+        sizes = ", ".join(f"{'RAS'[a]} {fg[1][a] - fg[0][a]:.0f} > {hi[a] - lo[a]:.0f} mm" for a in cut)
+        notes.append(f"foreground extends beyond the output box ({sizes}): part of it is cut off")
+        logger.warning("%s: foreground cut off by the output box (%s)", name, sizes)
+
+
 def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> Preprocessed:
     """Apply ``config``: reorient to RAS, resample in world coordinates onto an axis-aligned RAS grid of
     ``config.spacing`` and ``config.shape`` (centred on the field of view or on the first channel's
@@ -139,19 +152,13 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     if not np.allclose(spacing_in, config.spacing, rtol=0, atol=1e-4) or oblique > 1e-3:
         notes.append(f"resampled {_fmt(spacing_in)} -> {_fmt(config.spacing)} mm ({config.interpolation})")
     change = " and ".join(
-        [f"cropped along {''.join(grid.cropped)}"] * bool(grid.cropped)
-        + [f"padded with 0 along {''.join(grid.padded)}"] * bool(grid.padded)
+        [f"cropped along {', '.join(grid.cropped)}"] * bool(grid.cropped)
+        + [f"padded with 0 along {', '.join(grid.padded)}"] * bool(grid.padded)
     )
     if change:
         notes.append(f"{change} to {_fmt(config.shape)} voxels, centred on the {where}")
     if fg is not None:
-        lo = grid.affine[:3, 3] - np.asarray(config.spacing) / 2
-        hi = lo + np.asarray(config.spacing) * np.asarray(config.shape)
-        cut = [a for a, axis in enumerate("RAS") if fg[0][a] < lo[a] - 1e-6 or fg[1][a] > hi[a] + 1e-6]
-        if cut:
-            sizes = ", ".join(f"{'RAS'[a]} {fg[1][a] - fg[0][a]:.0f} > {hi[a] - lo[a]:.0f} mm" for a in cut)
-            notes.append(f"foreground extends beyond the output box ({sizes}): part of it is cut off")
-            logger.warning("%s: foreground cut off by the output box (%s)", name0, sizes)
+        _check_cut_off(fg, grid.affine, config, name0, notes)
 
     out = np.empty((len(items), *grid.shape), dtype=np.float32)
     for c, vol in enumerate(items):
@@ -161,8 +168,8 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
                 notes.append(f"channel {c} ({_name(vol, c)}) is on a different grid than channel 0: resampled "
                              "onto channel 0's output grid")
             lo_c, hi_c = world_bounds(vol.affine, vol.spatial_shape)
-            lo_o, hi_o = world_bounds(grid.affine, grid.shape)
-            if np.any(hi_c < lo_o) or np.any(lo_c > hi_o):
+            lo_0, hi_0 = world_bounds(first.affine, first.spatial_shape)
+            if np.any(hi_c < lo_0) or np.any(lo_c > hi_0):
                 raise VolumeReadError(
                     f"{_name(vol, c)}: does not overlap {name0} in world space, so it cannot be a channel of the "
                     "same scan; check that the files belong together and that their headers are right"
