@@ -154,6 +154,10 @@ def test_predict_many_matches_predict_and_goes_on_after_failures(predictor, tmp_
     assert (stats.scans, stats.failed) == (4, 1) and 0 < stats.forward_s <= stats.wall_s
     with pytest.raises(Exception, match="missing.nii.gz"):
         predictor.predict_many(inputs, progress=False)
+    # A failure after the last good scans must not swallow them.
+    tail = predictor.predict_many([paths[0], tmp_path / "missing.nii.gz"], batch_size=4, progress=False,
+                                  errors="return")
+    assert isinstance(tail[0], Prediction) and isinstance(tail[1], Exception)
 
 
 def test_frozen_torch_graph_matches_eager(outcome_ckpt, scan):

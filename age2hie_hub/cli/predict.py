@@ -94,11 +94,26 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _list_models() -> int:
-    from age2hie_hub.hub import list_pretrained
+    """Each release alias and whether it loads offline: bundled in the package, in the Hub cache, or not."""
+    from huggingface_hub import try_to_load_from_cache
 
-    for entry in list_pretrained():
-        print(entry if isinstance(entry, str) else json.dumps(entry, default=str))
+    from age2hie_hub.hub import CONFIG_NAME, WEIGHTS_NAME, list_pretrained
+
+    for info in list_pretrained():
+        cached = all(
+            isinstance(try_to_load_from_cache(info.repo_id, name), str) for name in (CONFIG_NAME, WEIGHTS_NAME)
+        )
+        where = "bundled" if info.bundled else "cached" if cached else "download"
+        print(f"{info.alias:<12} {info.task:<12} {where:<9} {info.repo_id}  {info.description}")
     return EXIT_OK
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Print without breaking a progress bar that may be drawn on stderr."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(text, file=sys.stderr if err else sys.stdout)
+    (sys.stderr if err else sys.stdout).flush()
 
 
 def _predict(predictor: Any, args: argparse.Namespace) -> int:
@@ -118,7 +133,8 @@ def _predict(predictor: Any, args: argparse.Namespace) -> int:
             rows[i] = _emit_failure(s.path, s.error, args)
     results = predictor.iter_predictions(
         [sources[i].path for i in usable], second_channels=[sources[i].second_channel for i in usable],
-        batch_size=args.batch_size, workers=args.workers, progress=not (args.quiet or args.json) and len(usable) > 1,
+        batch_size=args.batch_size, workers=args.workers,
+        progress=len(usable) > 1 and not (args.quiet or args.json) and sys.stderr.isatty(),
     )
     for k, result in results:
         i = usable[k]
@@ -139,9 +155,9 @@ def _predict(predictor: Any, args: argparse.Namespace) -> int:
 def _emit_failure(source: str, reason: str, args: argparse.Namespace) -> dict[str, Any]:
     row = {"source": source, "status": "error", "error": reason}
     if args.json:
-        print(json.dumps(row), flush=True)
-    else:
-        print(f"{PROG}: {source}: failed: {reason}", file=sys.stderr, flush=True)
+        _say(json.dumps(row))
+    else:  # reader errors already start with the path
+        _say(f"{PROG}: failed: {reason if reason.startswith(source) else f'{source}: {reason}'}", err=True)
     return row
 
 
@@ -162,18 +178,15 @@ def format_prediction(p: Any) -> str:
 
 def _emit(p: Any, row: dict[str, Any], args: argparse.Namespace) -> None:
     if args.json:
-        print(json.dumps(row), flush=True)
+        _say(json.dumps(row))
         return
     if args.quiet:
         return
-    print(format_prediction(p), flush=True)
-    for w in p.warnings:
-        print(f"  warning: {w}", flush=True)
+    lines = [format_prediction(p)] + [f"  warning: {w}" for w in p.warnings]
     if args.verbose:
-        for n in p.notes:
-            print(f"  note: {n}", flush=True)
-        sha = (p.weights_sha256 or "")[:12]
-        print(f"  model {p.model} ({p.backend} on {p.device}, weights sha256 {sha})", flush=True)
+        lines += [f"  note: {n}" for n in p.notes]
+        lines.append(f"  model {p.model} ({p.backend} on {p.device}, weights sha256 {(p.weights_sha256 or '')[:12]})")
+    _say("\n".join(lines))
 
 
 def _write_results(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -248,7 +248,7 @@ class Predictor:
                 except INPUT_ERRORS as exc:
                     stats.wait_s += time.perf_counter() - waited
                     stats.failed += 1
-                    log.warning("%s: %s", describe(items[index]), exc)
+                    log.info("scan %s failed: %s", describe(items[index]), exc)
                     bar.update(1)
                     fill()
                     yield index, exc
@@ -257,13 +257,20 @@ class Predictor:
                 fill()
                 batch.append((index, item))
                 if len(batch) == batch_size or not pending:
-                    predictions = self._predict_prepared([b for _, b in batch], stats)
-                    for (i, _), prediction in zip(batch, predictions):
-                        yield i, prediction
-                    bar.update(len(batch))
-                    stats.scans += len(batch)
+                    yield from self._run_batch(batch, stats, bar)
                     batch = []
+            if batch:  # the last scans, when a failure came after them
+                yield from self._run_batch(batch, stats, bar)
         stats.wall_s = time.perf_counter() - start
+
+    def _run_batch(
+        self, batch: list[tuple[int, PreparedInput]], stats: RunStats, bar: Any
+    ) -> Iterator[tuple[int, Prediction]]:
+        predictions = self._predict_prepared([item for _, item in batch], stats)
+        stats.scans += len(batch)
+        bar.update(len(batch))
+        for (index, _), prediction in zip(batch, predictions):
+            yield index, prediction
 
     def _predict_prepared(self, items: list[PreparedInput], stats: RunStats | None = None) -> list[Prediction]:
         batch = np.stack([item.array for item in items])

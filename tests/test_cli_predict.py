@@ -1,0 +1,129 @@
+"""age2hie-predict: inputs of every form, text/JSON/CSV output, failures, challenge mode, instant --help."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_inference_support import adc_affine, adc_array, make_checkpoint, write_mha, write_nifti
+
+from age2hie_hub.cli.predict import main
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("cli") / "model")
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scans")
+    return [write_nifti(folder / f"case{i}.nii.gz", adc_array(seed=i), adc_affine()) for i in range(3)]
+
+
+def test_help_is_instant_and_imports_no_torch():
+    code = (
+        "import sys\nfrom age2hie_hub.cli.predict import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "heavy = [m for m in ('torch', 'SimpleITK', 'onnxruntime', 'scipy') if m in sys.modules]\n"
+        "sys.exit(f'imported {heavy}' if heavy else 0)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "--grand-challenge" in run.stdout and "--second-channel" in run.stdout
+
+
+def test_python_m_is_the_predict_cli():
+    run = subprocess.run([sys.executable, "-m", "age2hie_hub", "--help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("usage: age2hie-predict")
+
+
+def test_usage_errors_exit_2_and_write_nothing(tmp_path, scans, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main([str(scans[0]), "--output", str(tmp_path / "results.txt")])
+    assert exc.value.code == 2 and not (tmp_path / "results.txt").exists()
+
+
+def test_files_folder_glob_and_csv_list(ckpt, scans, tmp_path, capsys):
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,age_days\n" + "".join(f"{p},3\n" for p in scans[:2]))
+    out = tmp_path / "results.csv"
+    code = main([str(scans[0]), str(scans[0].parent), str(scans[0].parent / "case[12].nii.gz"), str(listing),
+                 "--model", str(ckpt), "--output", str(out), "--batch-size", "3"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 + 3 + 2 + 2 and all(r["status"] == "ok" for r in rows)
+    assert [r["source"] for r in rows[:4]] == [str(scans[0])] + [str(p) for p in scans]
+    assert rows[0]["probability"] == rows[1]["probability"]  # same scan, same number, any batch
+    assert captured.out.count("P(adverse outcome) = ") == 8
+    # the synthetic-model notice: one line, on stderr, so stdout stays clean for --json
+    assert captured.err.count("trained on synthetic data only") == 1
+
+
+def test_a_failing_scan_is_reported_and_the_others_go_on(ckpt, scans, tmp_path, capsys):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    out = tmp_path / "results.json"
+    code = main([str(scans[0]), str(bad), str(tmp_path / "nothing*.nii.gz"), str(scans[1]),
+                 "--model", str(ckpt), "--json", "--output", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [line["status"] for line in lines].count("ok") == 2
+    errors = {line["source"]: line["error"] for line in lines if line["status"] == "error"}
+    assert "broken.nii.gz" in errors[str(bad)] and "no file matches" in errors[str(tmp_path / "nothing*.nii.gz")]
+    saved = json.loads(out.read_text())
+    assert [r["source"] for r in saved] == [str(scans[0]), str(bad), str(tmp_path / "nothing*.nii.gz"), str(scans[1])]
+    ok = [r for r in saved if r["status"] == "ok"]
+    assert all(r["model"] == str(ckpt) and r["synthetic_model"] is True for r in ok)
+
+
+def test_unloadable_model_is_one_line_exit_1_and_no_output(scans, tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    code = main([str(scans[0]), "--model", str(tmp_path / "no-such-model"), "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.exists()
+    assert len(err) == 1 and err[0].startswith("age2hie-predict: error:") and "no-such-model" in err[0]
+
+
+def test_second_channel_is_passed_per_scan(tmp_path, scans, capsys):
+    two = make_checkpoint(tmp_path / "two", channels=2)
+    zmap = write_nifti(tmp_path / "z.nii.gz", np.random.default_rng(0).standard_normal((40, 48, 20)).astype(np.float32),
+                       adc_affine())
+    assert main([str(scans[0]), "--model", str(two), "-q"]) == 1
+    assert "pass the Z-ADC volume as second_channel" in capsys.readouterr().err
+    assert main([str(scans[0]), "--model", str(two), "--second-channel", str(zmap), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "ok"
+
+
+def test_grand_challenge_container_contract(tmp_path, capsys):
+    two = make_checkpoint(tmp_path / "two", channels=2)
+    inp, out = tmp_path / "input", tmp_path / "output"
+    (inp / "images/skull-stripped-adc-brain-mri").mkdir(parents=True)
+    (inp / "images/z-score-adc").mkdir(parents=True)
+    write_mha(inp / "images/skull-stripped-adc-brain-mri/MGHNICU_010-VISIT_01-ADC_ss.mha", adc_array(), adc_affine())
+    z = np.random.default_rng(2).standard_normal((40, 48, 20)).astype(np.float32)
+    write_mha(inp / "images/z-score-adc/Zmap_MGHNICU_010-VISIT_01-ADC_smooth2mm_clipped10.mha", z, adc_affine())
+    assert main(["--grand-challenge", str(inp), str(out), "--model", str(two)]) == 0
+    value = json.loads((out / "2-year-neurocognitive-outcome.json").read_text())
+    assert value in (0, 1) and isinstance(value, int)
+    printed = capsys.readouterr().out
+    assert ("adverse" in printed) == (value == 1)
+    # Two cases in one input folder break the one-case-per-run contract: an error, no output.
+    write_mha(inp / "images/skull-stripped-adc-brain-mri/other.mha", adc_array(), adc_affine())
+    assert main(["--grand-challenge", str(inp), str(tmp_path / "out2"), "--model", str(two)]) == 1
+    assert not (tmp_path / "out2").exists()
+
+
+def test_list_models_names_the_releases(capsys):
+    assert main(["--list-models"]) == 0
+    out = capsys.readouterr().out
+    assert "age2hie" in out and "brain-age" in out
