@@ -237,3 +237,9 @@ def test_load_to_device_and_dtype(tmp_path: Path) -> None:
     model = load_checkpoint(folder, device="cpu")
     assert next(model.parameters()).device.type == "cpu"
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_weights_get_the_same_permissions_as_config(tmp_path: Path) -> None:
+    folder = save_pretrained(tiny_model(), tmp_path / "ckpt")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] == modes["README.md"]

@@ -10,8 +10,9 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import subprocess
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,6 +172,8 @@ def save_pretrained(
         config_tmp = _temp_path(folder, CONFIG_NAME)
         staged.append((config_tmp, folder / CONFIG_NAME))
         config_tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        # safetensors creates files 0600; give the weights the umask-based mode Python gave config.json.
+        os.chmod(weights_tmp, stat.S_IMODE(config_tmp.stat().st_mode))
 
         card_path = folder / CARD_NAME
         if overwrite_card or not card_path.exists() or card_is_generated(card_path.read_text(encoding="utf-8")):
@@ -196,9 +199,8 @@ def save_pretrained(
 
 
 def _temp_path(folder: Path, name: str) -> Path:
-    fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    return Path(path)
+    # A fresh name, not mkstemp: files must get the user's umask permissions (mkstemp makes them 0600).
+    return folder / f".{name}.{uuid.uuid4().hex}.tmp"
 
 
 def read_config(folder: str | os.PathLike[str]) -> CheckpointConfig:
