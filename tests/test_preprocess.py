@@ -446,3 +446,25 @@ def test_bad_config_errors_clearly(bad, match):
 def test_unknown_config_key_is_refused():
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['spacin'\]"):
         PreprocessConfig.from_dict({"spacin": [1, 1, 1]})
+
+
+# --- real scanner ADC ---------------------------------------------------------------------------------------
+
+
+def test_scanner_adc_in_1e6_units_is_refused_then_scaled_after_conversion(shared_data):
+    from age2hie_hub.io import read_volume
+
+    folder = shared_data / "siemens_xa30_dwi" / "scanner_adc"
+    adc = read_volume(folder)  # int16 in 1e-6 mm^2/s, 72x72x39 at 3 mm, stored LAS
+    config = PreprocessConfig(spacing=(3, 3, 3), shape=(72, 72, 40), intensity="adc_fixed", clip=(0.0, 3.5))
+    with pytest.raises(VolumeReadError, match=r"scanner_adc.*adc_to_mm2s"):
+        preprocess(adc, config)
+    out = preprocess(adc.with_data(adc.data * 1e-6, units="mm2/s"), config)
+    tissue = out.array[0][out.array[0] > 0.1]
+    assert 0.6 < float(np.median(tissue)) < 1.2  # adult brain ADC, ~0.7-0.9e-3 mm^2/s, in 1e-3 units
+    assert out.array.max() <= 3.5
+    assert out.notes[0] == "reoriented LAS -> RAS"
+    # Same spacing, RAS shape covering the scan: the voxels are the scan's own, reordered and scaled.
+    ras = reorient_to_ras(adc)
+    np.testing.assert_allclose(np.sort(out.array[0][out.array[0] > 0]),
+                               np.sort(np.clip(ras.data[ras.data > 0] * 1e-3, 0, 3.5)), rtol=1e-5)
