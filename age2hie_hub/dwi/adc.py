@@ -30,6 +30,7 @@ from age2hie_hub.io.volume import Volume
 log = logging.getLogger(__name__)
 
 B0_THRESHOLD = 50.0  # s/mm^2: at or below this a volume is a b~0 reference
+_CHUNK = 1 << 16  # voxels per block
 SHELL_ROUNDING = 100.0  # s/mm^2: b-values within a shell differ by less (scanners jitter b by a few units)
 
 
@@ -72,30 +73,39 @@ def compute_adc(volume: Volume, *, bvals: Sequence[float] | None = None,
     if len(groups) < 2:
         raise DiffusionError(f"{src}: no diffusion-weighted volume (b > {b0_threshold:g} s/mm^2); ADC is undefined")
 
-    data = volume.data
     shells = list(groups)
-    # ln S per group: b0 = log of the arithmetic mean, shells = mean of logs (geometric mean of directions).
-    logs = np.empty(volume.spatial_shape + (len(shells),), dtype=np.float64)
-    usable = np.ones(volume.spatial_shape, dtype=bool)
-    dw = data[..., b > b0_threshold]
-    positive = dw[dw > 0]
-    floor = float(positive.min()) if positive.size else 1.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for g, (bval, idx) in enumerate(groups.items()):
-            sig = data[..., idx].astype(np.float64)
-            if g == 0:
-                mean = sig.mean(axis=-1)
-                usable &= mean > 0
-                logs[..., g] = np.log(mean)
-            else:
-                usable &= np.any(sig > 0, axis=-1)
-                logs[..., g] = np.log(np.maximum(sig, floor)).mean(axis=-1)
-    logs[~usable] = 0.0
     x = np.asarray(shells, dtype=np.float64)
     xc = x - x.mean()
-    # Least-squares slope of ln S on b, per voxel: sum(xc * y) / sum(xc^2).
-    adc = -(logs @ xc) / float(xc @ xc)
+    flat = volume.data.reshape(-1, volume.n_volumes)  # a view: (voxels, volumes), volumes contiguous
+    cols = [_as_slice(idx) for idx in groups.values()]  # slices are views, fancy indices copy
+    dw_cols = _as_slice(np.flatnonzero(b > b0_threshold))
+    floor = min((float(np.min(flat[i:i + _CHUNK, dw_cols], where=flat[i:i + _CHUNK, dw_cols] > 0,
+                              initial=np.inf)) for i in range(0, flat.shape[0], _CHUNK)), default=np.inf)
+    floor = floor if np.isfinite(floor) else 1.0
+    adc = np.zeros(flat.shape[0], dtype=np.float64)
+    usable = np.ones(flat.shape[0], dtype=bool)
+    # Voxel chunks keep the float copies cache-sized; the per-voxel work is independent.
+    for i in range(0, flat.shape[0], _CHUNK):
+        block = flat[i:i + _CHUNK]
+        logs = np.empty((block.shape[0], len(shells)), dtype=np.float64)
+        ok = usable[i:i + _CHUNK]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for g, idx in enumerate(cols):
+                sig = block[:, idx]
+                if g == 0:
+                    # ln of the arithmetic mean of b~0 repeats.
+                    mean = sig.mean(axis=1, dtype=np.float64)
+                    ok &= mean > 0
+                    logs[:, g] = np.log(mean)
+                else:
+                    # Mean of ln over directions = ln of the geometric mean (the trace-weighted signal).
+                    ok &= np.any(sig > 0, axis=1)
+                    logs[:, g] = np.log(np.maximum(sig, np.float32(floor))).mean(axis=1, dtype=np.float64)
+        logs[~ok] = 0.0
+        # Least-squares slope of ln S on b, per voxel: sum(xc * y) / sum(xc^2); ADC is minus the slope.
+        adc[i:i + _CHUNK] = -(logs @ xc) / float(xc @ xc)
     adc[~usable | ~np.isfinite(adc) | (adc < 0)] = 0.0
+    adc = adc.reshape(volume.spatial_shape)
     n_zero = int((~usable).sum())
     log.info("%s: ADC from b~0 (%d vols, b=%.4g) and shells %s; %d voxels without usable signal set to 0",
              src, len(groups[shells[0]]), shells[0], [round(s) for s in shells[1:]], n_zero)
@@ -105,3 +115,10 @@ def compute_adc(volume: Volume, *, bvals: Sequence[float] | None = None,
                             "shells": [float(s) for s in shells[1:]],
                             "directions": [int(len(groups[s])) for s in shells[1:]]})
     return Volume(data=adc.astype(np.float32), affine=volume.affine, metadata=meta)
+
+
+def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """A contiguous run of indices as a slice (a view when indexing), else the indices themselves."""
+    if idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx

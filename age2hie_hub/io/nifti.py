@@ -23,7 +23,9 @@ _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib
 def read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Voxels (float32, scaled by the header's slope/intercept), RAS affine and metadata."""
     try:
-        img = nib.load(str(path))
+        # No memory map: the Volume must not change if the file is later overwritten (and Windows could
+        # not replace a mapped file).
+        img = nib.load(str(path), mmap=False)
     except _READ_ERRORS as exc:
         raise fail(path, f"not a readable NIfTI file ({exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
