@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 LIBRARY_NAME = "age2hie-hub"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BASE_TAGS = (
     "medical-imaging", "mri", "brain", "3d", "neonatal", "hypoxic-ischemic-encephalopathy", "brain-age",
     "safetensors", "onnx",
@@ -60,7 +62,7 @@ METRIC_INFO: dict[str, tuple[str, str]] = {
     "ece": ("Calibration error (ECE)", "ece"),
     "mae": ("MAE", "mae"),
     "pearson_r": ("Pearson r", "pearsonr"),
-    "bias": ("Bias (mean error)", "bias"),
+    "bias": ("Bias", "bias"),
 }
 # Units of each input modality after the checkpoint's own ADC/intensity handling is undone by the user.
 MODALITY_UNITS = {
@@ -177,18 +179,86 @@ def _row_metrics(raw: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def normalize_evaluation(metrics: Mapping[str, Any]) -> list[EvalRow]:
-    """The run's metrics (canonical ``{"evaluation": [...]}`` or a flat mapping) -> evaluation rows."""
+PROTOCOL_NAMES = {"same_site": "same-site", "multi_site": "multi-site", "cross_site": "cross-site",
+                  "held_out": "held-out", "held_out_test": "held-out test"}
+SUMMARY_PARTS = ("mean", "sd", "ci_low", "ci_high")
+
+
+def _is_metric_name(name: str) -> bool:
+    """A key the training core writes for a metric (not a count, epoch, duration or flag)."""
+    return name in METRIC_INFO or ("baseline" in name and any(name.endswith(m) for m in METRIC_INFO))
+
+
+def _flat_row(data: Mapping[str, Any]) -> EvalRow | None:
+    """A run's own metrics (``train.stages``): ``accuracy``/``test_mae`` keys, ``<key>_ci95`` intervals,
+    ``baseline_*`` reference numbers, and ``split``/``method``/``n_test`` labels; counts and timings are skipped."""
+    metrics = {}
+    for key, raw in data.items():
+        name = key[len("test_"):] if key.startswith("test_") else key
+        if not _is_metric_name(name):
+            continue
+        parsed = _metric_value(name, raw)
+        if parsed is None:
+            continue
+        ci = data.get(f"{key}_ci95")
+        if "ci_low" not in parsed and isinstance(ci, Sequence) and len(ci) == 2 and all(
+                isinstance(c, (int, float)) for c in ci):
+            parsed["ci_low"], parsed["ci_high"] = float(ci[0]), float(ci[1])
+        metrics[name] = parsed
+    if not metrics:
+        return None
+    split = str(data.get("split", "held_out"))
+    n = data.get("n_test", data.get("n"))
+    return EvalRow(protocol=PROTOCOL_NAMES.get(split, split), metrics=metrics,
+                   method=data.get("method") if isinstance(data.get("method"), str) else None,
+                   n=int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None)
+
+
+def _summary_row(data: Mapping[str, Any]) -> EvalRow | None:
+    """One row of an experiment's summary (``train.evaluate.summarize_rows``): ``<metric>_mean/_sd/_ci_low/_ci_high``
+    per method x protocol over splits and seeds."""
+    metrics = {}
+    for key in data:
+        if not key.endswith("_mean"):
+            continue
+        name = key[: -len("_mean")]
+        parts = {part: data.get(f"{name}_{part}") for part in SUMMARY_PARTS}
+        try:
+            values = {k: float(v) for k, v in parts.items() if v not in (None, "")}  # CSV cells are strings
+        except (TypeError, ValueError):
+            continue
+        if "mean" in values:
+            metrics[name] = {"value": values.pop("mean"), **values}
+    if not metrics:
+        return None
+    protocol = str(data.get("protocol", "held_out"))
+    splits, seeds = data.get("n_splits"), data.get("n_seeds")
+    split = f"{splits} splits x {seeds} seeds" if splits not in (None, "") and seeds not in (None, "") else None
+    return EvalRow(protocol=PROTOCOL_NAMES.get(protocol, protocol), metrics=metrics,
+                   method=str(data["method"]) if data.get("method") not in (None, "") else None, split=split)
+
+
+def normalize_evaluation(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[EvalRow]:
+    """Measured evaluation, in any form the training core writes, -> evaluation rows.
+
+    Accepted: the canonical ``{"evaluation": [...]}``; a run's ``metrics.json`` (``{"metrics": {...}, ...}``
+    from ``train.stages``) or its inner flat mapping; an experiment's summary rows (a list, or
+    ``{"summary": [...]}``) with ``<metric>_mean`` / ``_sd`` / ``_ci_low`` / ``_ci_high`` columns.
+    """
     if not metrics:
         return []
+    if isinstance(metrics, Sequence) and not isinstance(metrics, (str, bytes)):
+        return [r for r in (_summary_row(m) for m in metrics if isinstance(m, Mapping)) if r is not None]
     if "evaluation" in metrics:
         rows = []
         for i, entry in enumerate(metrics["evaluation"]):
-            if not isinstance(entry, Mapping) or "metrics" not in entry:
-                raise ValueError(f"metrics 'evaluation' entry {i} must be a mapping with a 'metrics' key, got {entry!r}")
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("metrics"), Mapping):
+                raise ValueError(f"metrics 'evaluation' entry {i} must be a mapping with a 'metrics' mapping, "
+                                 f"got {entry!r}")
             known = {"protocol", "method", "dataset", "split", "n", "metrics"}
+            protocol = str(entry.get("protocol", "held_out"))
             rows.append(EvalRow(
-                protocol=str(entry.get("protocol", "held-out")),
+                protocol=PROTOCOL_NAMES.get(protocol, protocol),
                 method=entry.get("method"),
                 dataset=entry.get("dataset"),
                 split=entry.get("split"),
@@ -197,8 +267,29 @@ def normalize_evaluation(metrics: Mapping[str, Any]) -> list[EvalRow]:
                 extra={k: v for k, v in entry.items() if k not in known},
             ))
         return rows
-    flat = _row_metrics(metrics)
-    return [EvalRow(protocol="held-out", metrics=flat)] if flat else []
+    rows = []
+    if isinstance(metrics.get("summary"), Sequence):
+        rows += normalize_evaluation(metrics["summary"])
+    inner = metrics.get("metrics")
+    row = _flat_row(inner if isinstance(inner, Mapping) else metrics)
+    return ([row] if row is not None else []) + rows
+
+
+def _label(name: str) -> str:
+    """Display name of a metric key; a baseline's reference number says which baseline it is."""
+    if name in METRIC_INFO:
+        return METRIC_INFO[name][0]
+    if "baseline" in name:
+        for metric, (label, _) in METRIC_INFO.items():
+            if name.endswith(metric):
+                what = name[: -len(metric)].replace("baseline", "").strip("_").replace("_", "-")
+                return f"{label}, {what} baseline" if what else f"{label}, baseline"
+    return name
+
+
+def _short_source(source: str) -> str:
+    """A manifest path as a data-set name: its last component (no build-machine folders in a public card)."""
+    return Path(source).name if "/" in source or "\\" in source else source
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -229,7 +320,7 @@ def _dataset_label(config: CheckpointConfig, release: Mapping[str, Any]) -> tupl
     if isinstance(data, Mapping):
         name = data.get("name") or data.get("dataset")
     elif isinstance(data, str):
-        name = data
+        name = _short_source(data)
     if _synthetic(config):
         return "synthetic", f"Synthetic cohort ({name})" if name else "Synthetic cohort"
     datasets = release.get("datasets") or []
@@ -251,7 +342,7 @@ def _eval_results(config: CheckpointConfig, rows: list[EvalRow], release: Mappin
             # A reference number (e.g. the predict-the-mean MAE) describes a baseline, not this model.
             if not math.isfinite(m["value"]) or "baseline" in name:
                 continue
-            label, metric_type = METRIC_INFO.get(name, (name, name))
+            label, metric_type = _label(name), METRIC_INFO.get(name, (name, name))[1]
             args = {k: m[k] for k in ("ci_low", "ci_high", "sd") if k in m and math.isfinite(m[k])}
             results.append(EvalResult(
                 task_type=task_type, task_name=task_name,
@@ -354,16 +445,25 @@ def _kv_table(data: Mapping[str, Any], header: tuple[str, str] = ("field", "valu
 
 
 def _training_data_text(config: CheckpointConfig, release: Mapping[str, Any]) -> str:
-    data = config.provenance.get("training_data")
+    prov = config.provenance
+    data = prov.get("training_data")
     parts = []
     if _synthetic(config):
-        parts.append("**Synthetic data.** The training (and evaluation) volumes were generated by "
-                     "`age2hie_hub.synth`; no real patient was involved. Generator parameters:")
+        parts.append("**Synthetic data.** The training and evaluation volumes are synthetic (the run recorded "
+                     "`provenance.synthetic`); no real patient was involved."
+                     + (" Generator parameters:" if isinstance(data, Mapping) else ""))
     if isinstance(data, Mapping):
         parts.append(_kv_table({k: v for k, v in data.items() if k != "synthetic"}))
-    elif data:
-        parts.append(str(data))
-    else:
+    facts = {}
+    if isinstance(data, str) and data:
+        facts["cohort (manifest)"] = f"`{_short_source(data)}`"
+    for key, label in (("n_training_cases", "cases"), ("data_manifest_sha256", "manifest sha256"),
+                       ("stage", "training stage(s)")):
+        if prov.get(key) not in (None, ""):
+            facts[label] = prov[key]
+    if facts:
+        parts.append(_kv_table(facts))
+    if not data:
         parts.append("The run did not record a training-data description (`provenance.training_data`).")
     if config.training_range:
         parts.append("Value ranges seen in training (inputs outside them trigger a warning at prediction time):\n\n"
@@ -379,7 +479,7 @@ def _evaluation_text(rows: list[EvalRow], synthetic: bool) -> str:
     names = []
     for row in rows:
         names += [n for n in row.metrics if n not in names]
-    head = ["protocol", "method", "data", "n", *(METRIC_INFO.get(n, (n, n))[0] for n in names)]
+    head = ["protocol", "method", "data", "n", *(_label(n) for n in names)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row.protocol, row.method or "", " ".join(x for x in (row.dataset, row.split) if x) or "",
@@ -547,11 +647,12 @@ def render_model_card(
     rows = normalize_evaluation(metrics)
     synthetic = _synthetic(config)
     name = repo_id or release.get("repo_id") or release.get("model_name") or "path/to/checkpoint"
+    title = release.get("title") or repo_id or release.get("model_name") or f"{config.model.arch} ({config.task})"
     card_data = model_card_data(config, metrics=metrics, release=release)
     if synthetic:
-        banner = ("> **Trained on synthetic data.** This checkpoint was trained on synthetic volumes generated by "
-                  "`age2hie_hub.synth`, not on patients. It demonstrates the pipeline; it is not for clinical use "
-                  "and its numbers say nothing about real-world performance.")
+        banner = ("> **Trained on synthetic data.** This checkpoint was trained on synthetic volumes, not on "
+                  "patients. It demonstrates the pipeline; it is not for clinical use and its numbers say nothing "
+                  "about real-world performance.")
     else:
         banner = "> **Research use only.** Not a medical device and not a clinical decision tool."
     parent = release.get("base_model") or config.provenance.get("parent_repo_id") or config.provenance.get("parent")
@@ -559,6 +660,8 @@ def render_model_card(
     summary = (f"Backbone `{config.model.arch}`, head `{config.model.head}`; trained with age2hie-hub "
                + (f"{version}." if version else "(version not recorded)."))
     if parent:
+        if not _REPO_ID.match(str(parent)):  # a local folder: its last two parts say which run, not whose disk
+            parent = "/".join(Path(str(parent)).parts[-2:])
         summary += f" Transferred from `{parent}` (AGE2HIE: pretrain on brain age, refine a new head, finetune all layers)."
     if config.task == "hie_outcome":
         output = (f"P(`{config.labels[-1]}`) in [0, 1]; label `{config.labels[-1]}` when P >= {config.threshold:g}, "
@@ -570,7 +673,7 @@ def render_model_card(
     return ModelCard.from_template(
         card_data,
         template_str=TEMPLATE,
-        title=(release.get("title") or name) + (" (trained on synthetic data)" if synthetic else ""),
+        title=title + (" — trained on synthetic data" if synthetic else ""),
         banner=banner,
         what=str(release.get("summary") or _what_it_does(config)).strip(),
         summary=summary,

@@ -185,7 +185,8 @@ def test_no_metrics_says_unknown_not_zero(run_dir):
     assert "model-index" not in _header(card.content)
 
 
-def test_brain_age_card(tmp_path):
+def test_brain_age_card_from_pretrain_metrics_format():
+    """The flat form train.stages.pretrain writes: test_ prefixes, _ci95 intervals, a baseline, counts, timings."""
     from age2hie_hub.hub.config import CheckpointConfig
     from age2hie_hub.models.config import ModelConfig
     from age2hie_hub.preprocess.config import PreprocessConfig
@@ -193,17 +194,97 @@ def test_brain_age_card(tmp_path):
     config = CheckpointConfig(
         model=ModelConfig("sfcn", head="age_softbin", head_args={"bins": 40, "age_range": [0, 97]}),
         preprocess=PreprocessConfig(intensity="mean"), task="brain_age", labels=(), input_modalities=("T1w",),
-        provenance={"synthetic": False, "training_data": "IXI-like cohort"},
+        provenance={"synthetic": False, "training_data": "/data/site/ixi/participants.tsv", "n_training_cases": 412},
     )
-    metrics = {"mae": 3.217, "pearson_r": 0.912, "mae_baseline": 11.04}
+    metrics = {"metrics": {"split": "held_out_test", "n_train": 330, "n_val": 41, "n_test": 103,
+                           "test_mae": 3.217, "test_pearson_r": 0.912, "test_bias": -0.41,
+                           "test_mae_ci95": [2.804, 3.655], "baseline_predict_mean_mae": 11.04,
+                           "best_epoch": 17, "epochs_run": 20, "seconds": 812.5, "synthetic": False},
+               "history": [{"epoch": 0, "train_loss": 5.0}]}
     card = render_model_card(config, metrics=metrics, release=load_release_metadata(CARDS / "brain-age.yaml"))
     header = _header(card.content)
     assert "base_model" not in header
-    values = {m["type"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
-    assert values == {"mae": 3.217, "pearsonr": 0.912}  # the baseline's MAE is not claimed as the model's
-    assert "11.040" in card.content.split("## Evaluation", 1)[1]  # but it is reported in the table
+    (result,) = header["model-index"][0]["results"]
+    values = {m["type"]: m["value"] for m in result["metrics"]}
+    assert values == {"mae": 3.217, "pearsonr": 0.912, "bias": -0.41}  # no baseline, count or timing claimed
+    assert result["metrics"][0]["args"] == {"ci_low": 2.804, "ci_high": 3.655}
+    assert result["dataset"]["name"] == "participants.tsv"  # no build-machine folders in a public card
+    table = card.content.split("## Evaluation", 1)[1].split("## Limitations", 1)[0]
+    assert "| held-out test |  |  | 103 | 3.217 [2.804, 3.655] | 0.912 | -0.410 | 11.040 |" in table
+    assert "MAE, predict-mean baseline" in table
+    assert "812" not in table and "/data/site" not in card.content
     assert "age in years with its sd" in card.content
+    assert "| cases | 412 |" in card.content
     assert "synthetic" not in "\n".join(card.content.split("\n---\n", 1)[1].splitlines()[:4]).lower()
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory) -> dict[str, Path]:
+    """A real, tiny brain-age pretraining and AGE2HIE transfer run made by the training core (1 epoch each)."""
+    import nibabel as nib
+    import numpy as np
+
+    from age2hie_hub.train.config import MethodConfig, PretrainConfig, TransferConfig
+    from age2hie_hub.train.loop import LoopConfig
+    from age2hie_hub.train.stages import pretrain, transfer
+
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    t1, hie = ["subject,path,age,site"], ["subject,path,outcome,site"]
+    for i in range(16):
+        age = float(rng.uniform(1, 90))
+        nib.save(nib.Nifti1Image((rng.random((14, 14, 10)) * 0.2 + age / 90).astype(np.float32), affine),
+                 root / f"t1_{i}.nii.gz")
+        t1.append(f"s{i},t1_{i}.nii.gz,{age:.3f},site{i % 2}")
+        adc = rng.random((14, 14, 10)) * 0.3e-3 + 1e-3 + (i % 2) * 0.4e-3
+        nib.save(nib.Nifti1Image(adc.astype(np.float32), affine), root / f"adc_{i}.nii.gz")
+        hie.append(f"h{i},adc_{i}.nii.gz,{i % 2},site{i % 2}")
+    (root / "t1.csv").write_text("\n".join(t1) + "\n")
+    (root / "hie.csv").write_text("\n".join(hie) + "\n")
+    loop = {"epochs": 1, "batch_size": 4, "progress": False}
+    prep = {"shape": [12, 12, 8], "spacing": [2.0, 2.0, 2.0]}
+    common = {"cache_dir": str(root / "cache"), "preprocess_workers": 0, "synthetic": True, "seed": 3}
+    pretrain(PretrainConfig(
+        data={"format": "csv", "path": str(root / "t1.csv"), "target": "age", "modalities": ["T1w"]},
+        model={"arch": "resnet3d_10", "arch_args": {"width": 0.125}, "head": "age_regression"},
+        preprocess={**prep, "intensity": "zscore"}, loop=LoopConfig(**loop), run_dir=str(root / "brain-age"), **common))
+    transfer(TransferConfig(
+        data={"format": "csv", "path": str(root / "hie.csv"), "target": "outcome", "modalities": ["ADC"]},
+        method=MethodConfig("transfer", "checkpoint", str(root / "brain-age" / "checkpoint")),
+        preprocess={**prep, "intensity": "adc_fixed"}, refine=LoopConfig(train_only="head", **loop),
+        finetune=LoopConfig(**loop), run_dir=str(root / "age2hie"), **common))
+    return {"brain-age": root / "brain-age", "age2hie": root / "age2hie"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["brain-age", "age2hie"])
+def test_card_from_a_real_training_run(real_runs, name, tmp_path):
+    from age2hie_hub.hub import read_config
+
+    run = real_runs[name]
+    config = read_config(run / "checkpoint")
+    written = json.loads((run / "metrics.json").read_text())["metrics"]
+    card = render_model_card(config, metrics=json.loads((run / "metrics.json").read_text()),
+                             release=load_release_metadata(CARDS / f"{name}.yaml"))
+    card.save(tmp_path / "README.md")
+    yaml.safe_load(card.content.split("---\n")[1])
+    loaded = ModelCard.load(tmp_path / "README.md")
+    got = {r.metric_type: r.metric_value for r in loaded.data.eval_results}
+    ids = {"auc": "roc_auc", "pearson_r": "pearsonr", "sensitivity": "recall", "brier": "brier_score"}
+    expected = {}
+    for key, value in written.items():
+        bare = key.removeprefix("test_")
+        if bare in ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "f1", "brier", "ece",
+                    "mae", "pearson_r", "bias") and value == value:  # NaN (undefined on 2 cases) is left out
+            expected[ids.get(bare, bare)] = value
+    assert got == expected and expected
+    body = card.content.split("\n---\n", 1)[1]
+    assert "synthetic" in "\n".join(body.lstrip().splitlines()[:3]).lower()
+    assert f"| {written['n_test']} |" in body.split("## Evaluation", 1)[1]
+    modality = "T1w" if name == "brain-age" else "ADC"
+    assert f"| 0 | {modality} |" in body and "| 12 x 12 x 8 |" in body
+    assert config.provenance["data_manifest_sha256"] in body
 
 
 def test_release_metadata_files_load_and_typos_are_refused(tmp_path):
