@@ -1,0 +1,182 @@
+"""Run configs for ``age2hie-train``: plain dataclasses, every field defaulted, read from YAML or JSON.
+
+Nested sections (``loop``, ``refine``, ``augment``, ...) are dataclasses themselves; ``data``, ``model`` and
+``preprocess`` are dicts handed to ``read_cohort``, ``ModelConfig`` and ``PreprocessConfig``. Unknown keys are
+an error naming the valid ones, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from age2hie_hub._config import to_plain
+from age2hie_hub.train.augment import AugmentConfig
+from age2hie_hub.train.loop import LoopConfig
+
+METHOD_INITS = ("checkpoint", "scratch", "imagenet", "kinetics", "sfcn")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """How a network starts before training on the target cohort.
+
+    init: checkpoint (our brain-age or any hub checkpoint folder/name in ``weights``: AGE2HIE transfer),
+          scratch (random init, architecture from ``model``), imagenet / kinetics / sfcn (foreign weights
+          file in ``weights``, converted by the named importer; architecture from ``model``).
+    stages: "refine" (head only, body frozen) then "finetune" (all layers) for pretrained starts;
+            scratch trains all layers in one "scratch" stage.
+    """
+
+    name: str = "transfer"
+    init: str = "checkpoint"
+    weights: str = ""  # checkpoint folder / hub name, or a foreign weights file
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields; empty = the parent's architecture
+    stages: tuple[str, ...] = ("refine", "finetune")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if self.init not in METHOD_INITS:
+            raise ValueError(f"method {self.name!r}: init must be one of {METHOD_INITS}, got {self.init!r}")
+        bad = [s for s in self.stages if s not in ("refine", "finetune", "scratch")]
+        if bad or not self.stages:
+            raise ValueError(f"method {self.name!r}: stages must be refine/finetune/scratch, got {list(self.stages)}")
+
+
+def _default_pretrain_model() -> dict[str, Any]:
+    return {"arch": "resnet3d_10", "arch_args": {"width": 0.25}, "head": "age_regression"}
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Brain-age pretraining on T1 volumes, with a held-out test split and a predict-the-mean baseline."""
+
+    data: dict[str, Any] = field(default_factory=lambda: {"format": "bids", "path": "data/brain_age", "target": "age"})
+    model: dict[str, Any] = field(default_factory=_default_pretrain_model)  # head: age_regression | age_softbin
+    preprocess: dict[str, Any] = field(default_factory=dict)  # PreprocessConfig fields (defaults if empty)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=20, lr=1e-3, patience=5))
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    test_fraction: float = 0.2  # held out for the reported MAE
+    val_fraction: float = 0.1  # of the rest, for early stopping
+    softbin_sigma: float = 1.0  # age_softbin label width (target units)
+    softbin_bins: int = 40
+    age_unit: str = "years"
+    seed: int = 0
+    run_dir: str = "runs/pretrain"
+    cache_dir: str = "runs/cache"  # preprocessed arrays, shared between runs
+    cache_dtype: str = "float16"
+    preprocess_workers: int = 2
+    synthetic: bool = False  # recorded in the checkpoint; set for synthetic cohorts
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Train an outcome (or any target) model on a cohort: AGE2HIE transfer, or a baseline method."""
+
+    data: dict[str, Any] = field(default_factory=lambda: {"format": "bonbid", "path": "data/hie", "target": "outcome"})
+    method: MethodConfig = field(default_factory=lambda: MethodConfig(weights="runs/pretrain/checkpoint"))
+    preprocess: dict[str, Any] = field(default_factory=dict)  # empty: the parent checkpoint's preprocessing
+    head: str = "outcome"  # outcome (binary) or classification (K classes)
+    labels: tuple[str, ...] = ()  # class names in class-id order; empty: the cohort's class values
+    refine: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=5, lr=1e-3, train_only="head"))
+    finetune: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=10, lr=1e-4, patience=5))
+    scratch: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=15, lr=1e-3, patience=5))
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    val_fraction: float = 0.15  # of the training cases, for early stopping
+    class_weighted: bool = True
+    seed: int = 0
+    run_dir: str = "runs/transfer"
+    cache_dir: str = "runs/cache"
+    cache_dtype: str = "float16"
+    preprocess_workers: int = 2
+    synthetic: bool = False
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class LearningCurveConfig:
+    sizes: tuple[Any, ...] = (16, 32, 64, "all")  # training-set sizes ("all" = the full training fold)
+    protocol: str = "multi_site"
+    max_splits: int = 5  # of that protocol's splits (per seed), to bound the cost
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The paper grid: (pretrain once) then methods x protocols x seeds, learning curves, tables and plots."""
+
+    pretrain: PretrainConfig | None = None  # None: use the checkpoint named in the methods
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # target data + stage settings
+    methods: tuple[MethodConfig, ...] = (
+        MethodConfig("transfer", "checkpoint", "runs/pretrain/checkpoint"),
+        MethodConfig("scratch", "scratch", stages=("scratch",)),
+    )
+    protocols: tuple[str, ...] = ("same_site", "multi_site", "cross_site")
+    k: int = 5
+    seeds: tuple[int, ...] = (0,)
+    learning_curve: LearningCurveConfig | None = field(default_factory=LearningCurveConfig)
+    reference_method: str = "scratch"  # paired comparisons: every other method against this one
+    n_boot: int = 2000
+    run_dir: str = "runs/experiment"
+    save_checkpoints: bool = False  # a hub checkpoint per fold (the final transfer model is always saved)
+
+
+# ---- reading -------------------------------------------------------------------------------------------
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from plain data, recursing into nested dataclass fields; unknown keys raise."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; valid fields are {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else from_dict(hint, value, where)
+    if origin is tuple and args and dataclasses.is_dataclass(args[0]):
+        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is tuple:
+        return tuple(value)
+    return value
+
+
+def load_config(path: str | Path, cls: type) -> Any:
+    """A config from a .yaml/.yml/.json file; missing fields take their defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError: report as a config problem
+        raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
+    return from_dict(cls, data, str(path))
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return to_plain(config)

@@ -1,0 +1,109 @@
+"""The whole study in one call: pretrain brain age, then every method x protocol x seed, learning curves,
+paired comparisons, tables (CSV + Markdown) and plots (PNG), all under ``run_dir``."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from age2hie_hub.train import distributed as D
+from age2hie_hub.train import report
+from age2hie_hub.train.config import ExperimentConfig, MethodConfig, to_dict
+from age2hie_hub.train.evaluate import learning_curve_table, paired_comparisons, run_grid, summarize_rows
+from age2hie_hub.train.manifest import read_cohort
+from age2hie_hub.train.stages import (
+    _checkpoint_config, _labels, _target_preprocess, cached_arrays, pretrain, write_json,
+)
+
+log = logging.getLogger(__name__)
+
+
+def run_experiment(cfg: ExperimentConfig, *, evaluate_only: bool = False) -> dict[str, Any]:
+    """Run the grid (after pretraining when ``cfg.pretrain`` is set and not ``evaluate_only``)."""
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.run_dir)
+    if D.rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(to_dict(cfg), run_dir / "experiment_config.json")
+    timings: dict[str, float] = {}
+    pre_out = None
+    methods = list(cfg.methods)
+    if cfg.pretrain is not None and not evaluate_only:
+        t = time.perf_counter()
+        pre_out = pretrain(cfg.pretrain)
+        timings["pretrain_s"] = time.perf_counter() - t
+        # Methods starting from "the" brain-age checkpoint without naming one use the one just trained.
+        methods = [dataclasses.replace(m, weights=pre_out["checkpoint"]) if m.init == "checkpoint" and not m.weights
+                   else m for m in methods]
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"method names must be unique, got {names}")
+    tcfg = cfg.transfer
+    first_ckpt = next((m for m in methods if m.init == "checkpoint"), None)
+    if first_ckpt is not None:
+        tcfg = dataclasses.replace(tcfg, method=first_ckpt)  # its preprocessing is the target's default
+    t = time.perf_counter()
+    cohort = read_cohort(tcfg.data)
+    prep = _target_preprocess(tcfg, cohort)
+    files = cached_arrays(cohort, prep, tcfg.cache_dir, dtype=tcfg.cache_dtype, workers=tcfg.preprocess_workers)
+    timings["preprocess_target_s"] = time.perf_counter() - t
+
+    def save_fold(res, folder, row):  # a hub checkpoint per fold, when asked for
+        from age2hie_hub.hub import save_pretrained
+
+        ck = _checkpoint_config(res.model, prep, task="hie_outcome" if tcfg.head == "outcome" else "classification",
+                                labels=_labels(tcfg, cohort), cohort=cohort, seed=row["seed"],
+                                parent=res.model.training_provenance.get("parent"),
+                                metrics={k: v for k, v in row.items() if k not in ("y_true", "y_pred", "test_subjects")},
+                                synthetic=tcfg.synthetic, extra={"method": row["method"], "split": row["split"]})
+        save_pretrained(res.model, folder, ck)
+
+    t = time.perf_counter()
+    rows = run_grid(cohort, files, methods, tcfg, protocols=cfg.protocols, k=cfg.k, seeds=cfg.seeds, run_dir=run_dir,
+                    learning_curve=None if evaluate_only else cfg.learning_curve,
+                    save_checkpoints=cfg.save_checkpoints, checkpoint_writer=save_fold)
+    timings["grid_s"] = time.perf_counter() - t
+    summary = summarize_rows(rows, n_boot=cfg.n_boot)
+    reference = cfg.reference_method if cfg.reference_method in names else names[-1]
+    comparisons = paired_comparisons(rows, reference)
+    lc = (learning_curve_table(rows, cfg.learning_curve.protocol)
+          if cfg.learning_curve is not None and not evaluate_only else [])
+    timings["total_s"] = time.perf_counter() - t0
+    out = {"summary": summary, "comparisons": comparisons, "learning_curve": lc, "timings": timings,
+           "pretrain": pre_out["metrics"] if pre_out else None, "n_cases": len(cohort),
+           "sites": {s: int((cohort.sites == s).sum()) for s in sorted(set(cohort.sites))},
+           "synthetic": tcfg.synthetic}
+    if D.rank() == 0:
+        _write_outputs(out, run_dir, synthetic=tcfg.synthetic)
+    D.barrier()
+    return out
+
+
+def _write_outputs(out: dict[str, Any], run_dir: Path, synthetic: bool) -> None:
+    label = "SYNTHETIC data: " if synthetic else ""
+    report.write_csv(out["summary"], run_dir / "table.csv")
+    report.write_csv(out["comparisons"], run_dir / "comparisons.csv")
+    if out["learning_curve"]:
+        report.write_csv(out["learning_curve"], run_dir / "learning_curve.csv")
+    md = []
+    if out["pretrain"]:
+        p = out["pretrain"]
+        md += [f"## {label}brain-age pretraining", "",
+               f"Held-out test MAE {p['test_mae']:.2f} (95 % CI {p['test_mae_ci95'][0]:.2f}-{p['test_mae_ci95'][1]:.2f}), "
+               f"predict-the-mean baseline MAE {p['baseline_predict_mean_mae']:.2f}, Pearson r {p['test_pearson_r']:.3f}, "
+               f"bias {p['test_bias']:+.2f}; n train/val/test {p['n_train']}/{p['n_val']}/{p['n_test']}.", ""]
+    md.append(report.markdown_table(out["summary"], out["comparisons"], title=f"{label}outcome prediction",
+                                    note=f"{out['n_cases']} cases, sites {out['sites']}."))
+    md.append(report.learning_curve_markdown(out["learning_curve"]))
+    md.append("Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in out["timings"].items()))
+    (run_dir / "table.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    write_json(out, run_dir / "metrics.json")
+    try:
+        report.plot_protocols(out["summary"], run_dir / "protocols_accuracy.png", "accuracy", f"{label}accuracy")
+        report.plot_protocols(out["summary"], run_dir / "protocols_auc.png", "auc", f"{label}AUC")
+        if out["learning_curve"]:
+            report.plot_learning_curve(out["learning_curve"], run_dir / "learning_curve.png", f"{label}learning curve")
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install age2hie-hub[train]); tables written, plots skipped")

@@ -1,0 +1,314 @@
+"""The training stages as plain functions: brain-age pretraining, AGE2HIE transfer (refine, finetune), baselines.
+
+``pretrain(config)`` and ``transfer(config)`` run one whole job and write a hub checkpoint folder plus
+``metrics.json``; ``fit_split`` trains one method on one train/test split (what evaluation protocols call);
+``finetune(checkpoint, manifest, ...)`` is the one-line notebook entry point.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from age2hie_hub.hub import CheckpointConfig, load_checkpoint, save_pretrained
+from age2hie_hub.models import (
+    Age2HieNet, ModelConfig, build_model, load_imagenet_resnet18, load_kinetics_r3d18, load_sfcn_ukbiobank,
+    replace_head,
+)
+from age2hie_hub.preprocess.config import PreprocessConfig
+from age2hie_hub.train import distributed as D
+from age2hie_hub.train import metrics as M
+from age2hie_hub.train.cache import PreprocessCache
+from age2hie_hub.train.config import MethodConfig, PretrainConfig, TransferConfig
+from age2hie_hub.train.data import ArrayDataset, hash_seed
+from age2hie_hub.train.loop import FitResult, LoopConfig, fit, predict
+from age2hie_hub.train.manifest import Cohort, read_cohort
+from age2hie_hub.train.objective import Objective
+from age2hie_hub.train.splits import stratified_holdout
+
+log = logging.getLogger(__name__)
+
+__all__ = ["pretrain", "transfer", "finetune", "fit_split", "SplitResult", "cached_arrays", "init_model",
+           "write_json"]
+
+
+@dataclass
+class SplitResult:
+    model: Age2HieNet
+    y_true: np.ndarray
+    y_pred: np.ndarray  # P(class 1), (N, K) probabilities, or predicted values
+    metrics: dict[str, float]
+    history: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # stage -> epochs
+
+
+def write_json(data: Any, path: Path) -> None:
+    """Atomic JSON write (only rank 0 calls it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=_json_default)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
+
+
+def cached_arrays(cohort: Cohort, preprocess: PreprocessConfig, cache_dir: str | Path, *, dtype: str = "float16",
+                  workers: int = 0, progress: bool = True) -> list[Path]:
+    """Preprocess every case once (rank 0 first under torchrun, then the others read the cache)."""
+    cache = PreprocessCache(cache_dir, preprocess, dtype)
+    paths = [c.paths for c in cohort.cases]
+    if D.rank() == 0:
+        files = cache.warm(paths, workers=workers, progress=progress)
+    D.barrier()
+    if D.rank() != 0:
+        files = cache.warm(paths, workers=0)
+    return files
+
+
+def _parent_of(weights: str) -> tuple[Age2HieNet, str]:
+    """A hub checkpoint from a folder or a name; returns (model, what to record as parent)."""
+    if Path(weights).expanduser().is_dir():
+        return load_checkpoint(Path(weights).expanduser()), str(Path(weights).expanduser().resolve())
+    from age2hie_hub.hub import from_pretrained
+
+    model = from_pretrained(weights)
+    src = model.checkpoint_source
+    return model, getattr(src, "repo_id", None) or weights
+
+
+def init_model(method: MethodConfig, head: str, head_args: dict[str, Any], in_channels: int,
+               seed: int) -> tuple[Age2HieNet, dict[str, Any]]:
+    """The starting network of a method, with a fresh target head; plus provenance (parent, weights)."""
+    torch.manual_seed(hash_seed(seed, 5))  # the new head's (or scratch network's) initialisation
+    if method.init == "checkpoint":
+        if not method.weights:
+            raise ValueError(f"method {method.name!r}: init 'checkpoint' needs weights (a checkpoint folder or name)")
+        parent, parent_id = _parent_of(method.weights)
+        if parent.in_channels != in_channels:
+            raise ValueError(f"method {method.name!r}: the parent checkpoint takes {parent.in_channels} channel(s), "
+                             f"the target data has {in_channels}; use as many input channels as the parent")
+        model = replace_head(parent, head, head_args)
+        model.train()
+        return model, {"parent": parent_id, "parent_task": parent.checkpoint_config.task}
+    if not method.model:
+        raise ValueError(f"method {method.name!r}: init {method.init!r} needs 'model' (arch, arch_args)")
+    mc = ModelConfig.from_dict({**method.model, "head": head, "head_args": head_args})
+    mc = dataclasses.replace(mc, arch_args={**mc.arch_args, "in_channels": in_channels})
+    model = build_model(mc)
+    if method.init == "scratch":
+        return model, {"parent": None}
+    if not method.weights:
+        raise ValueError(f"method {method.name!r}: init {method.init!r} needs weights (a weights file)")
+    importer = {"imagenet": load_imagenet_resnet18, "kinetics": load_kinetics_r3d18, "sfcn": load_sfcn_ukbiobank}
+    importer[method.init](model, method.weights)
+    return model, {"parent": f"{method.init}:{Path(method.weights).name}"}
+
+
+def _loop_for(stage: str, cfg: TransferConfig) -> LoopConfig:
+    loop = {"refine": cfg.refine, "finetune": cfg.finetune, "scratch": cfg.scratch}[stage]
+    # refine always trains the head only, whatever the config says: that is what the stage means.
+    return dataclasses.replace(loop, train_only="head") if stage == "refine" else loop
+
+
+def fit_split(method: MethodConfig, cohort: Cohort, files: list[Path], train_pos: np.ndarray, test_pos: np.ndarray,
+              cfg: TransferConfig, *, seed: int, run_dir: Path | None = None, head_args: dict[str, Any] | None = None,
+              progress: bool = False) -> SplitResult:
+    """Train ``method`` on ``train_pos`` (minus a stratified validation part) and predict ``test_pos``."""
+    y = cohort.labels
+    strata = cohort.strata
+    fit_pos, val_pos = stratified_holdout(strata[train_pos], cfg.val_fraction, seed) if cfg.val_fraction > 0 else (
+        np.arange(train_pos.size), np.array([], dtype=np.int64))
+    fit_pos, val_pos = train_pos[fit_pos], train_pos[val_pos]
+    head_args = head_args if head_args is not None else _target_head_args(cfg.head, cohort)
+    model, prov = init_model(method, cfg.head, head_args, cohort.n_channels, seed)
+    objective = Objective.for_head(cfg.head, y[fit_pos], n_classes=max(2, len(cohort.classes)),
+                                   class_weighted=cfg.class_weighted)
+    train_set = ArrayDataset([files[i] for i in fit_pos], y[fit_pos], cfg.augment, seed=seed, in_memory=True)
+    val_set = ArrayDataset([files[i] for i in val_pos], y[val_pos], in_memory=True) if val_pos.size else None
+    history = {}
+    for stage in method.stages:
+        loop = _loop_for(stage, cfg)
+        if not progress:
+            loop = dataclasses.replace(loop, progress=False)
+        res: FitResult = fit(model, objective, train_set, val_set, loop, run_dir / stage if run_dir else None,
+                             seed=hash_seed(seed, len(history)), resume=cfg.resume, desc=f"{method.name}:{stage}")
+        history[stage] = res.history
+    test_set = ArrayDataset([files[i] for i in test_pos], y[test_pos], in_memory=True)
+    _, pred = predict(model, objective, test_set, batch_size=cfg.finetune.batch_size,
+                      device=next(model.parameters()).device)
+    model.training_provenance = prov  # picked up by the caller when it saves a checkpoint
+    return SplitResult(model.cpu(), y[test_pos], pred, objective.metrics(y[test_pos], pred), history)
+
+
+def _target_head_args(head: str, cohort: Cohort) -> dict[str, Any]:
+    if head == "classification":
+        return {"num_classes": len(cohort.classes)}
+    if head == "outcome" and cohort.task == "classification" and len(cohort.classes) != 2:
+        raise ValueError(f"{cohort.source}: the outcome head is binary but target {cohort.target_name!r} has "
+                         f"{len(cohort.classes)} classes {list(cohort.classes)}; use head: classification")
+    if head == "outcome" and cohort.task != "classification":
+        raise ValueError(f"{cohort.source}: target {cohort.target_name!r} is continuous; the outcome head needs 2 classes")
+    return {}
+
+
+def _checkpoint_config(model: Age2HieNet, preprocess: PreprocessConfig, *, task: str, labels: tuple[str, ...],
+                       cohort: Cohort, seed: int, parent: str | None, metrics: dict[str, Any], synthetic: bool,
+                       age_unit: str = "years", extra: dict[str, Any] | None = None) -> CheckpointConfig:
+    mods = tuple(cohort.modalities) if len(cohort.modalities) == preprocess.channels else tuple(
+        f"channel{i}" for i in range(preprocess.channels))
+    provenance = {"seed": seed, "training_data": cohort.source, "data_manifest_sha256": cohort.sha256,
+                  "n_training_cases": len(cohort), "parent": parent, "synthetic": synthetic, **(extra or {})}
+    return CheckpointConfig(model=model.config, preprocess=preprocess, task=task, labels=labels, age_unit=age_unit,
+                            input_modalities=mods, provenance=provenance, metrics=metrics)
+
+
+# ---- brain-age pretraining --------------------------------------------------------------------------------
+
+def pretrain(cfg: PretrainConfig, cohort: Cohort | None = None) -> dict[str, Any]:
+    """Train a brain-age model; report held-out MAE against predicting the training mean; save a checkpoint."""
+    cohort = cohort if cohort is not None else read_cohort(cfg.data)
+    if cohort.task != "regression":
+        raise ValueError(f"{cohort.source}: brain-age pretraining needs a continuous target; "
+                         f"{cohort.target_name!r} looks categorical {list(cohort.classes)[:5]}")
+    run_dir = Path(cfg.run_dir)
+    prep = PreprocessConfig.from_dict({**cfg.preprocess, "channels": cohort.n_channels})
+    files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype, workers=cfg.preprocess_workers,
+                          progress=cfg.loop.progress)
+    ages = cohort.labels
+    keep, test = stratified_holdout(cohort.strata, cfg.test_fraction, cfg.seed)
+    fit_rel, val_rel = stratified_holdout(cohort.strata[keep], cfg.val_fraction, hash_seed(cfg.seed, 1))
+    fit_pos, val_pos = keep[fit_rel], keep[val_rel]
+
+    mc = dict(cfg.model)
+    head = mc.get("head", "age_regression")
+    if head not in ("age_regression", "age_softbin"):
+        raise ValueError(f"pretrain: model.head must be age_regression or age_softbin, got {head!r}")
+    lo, hi = float(ages.min()), float(ages.max())
+    if head == "age_regression":
+        auto = {"unit": cfg.age_unit, "offset": float(ages[fit_pos].mean()), "scale": float(max(ages[fit_pos].std(), 1e-3))}
+    else:
+        margin = 0.05 * (hi - lo) + cfg.softbin_sigma
+        auto = {"unit": cfg.age_unit, "bins": cfg.softbin_bins, "age_range": [lo - margin, hi + margin]}
+    mc["head_args"] = {**auto, **mc.get("head_args", {})}
+    mc["arch_args"] = {**mc.get("arch_args", {}), "in_channels": cohort.n_channels}
+    torch.manual_seed(hash_seed(cfg.seed, 5))
+    model = build_model(ModelConfig.from_dict(mc))
+    objective = Objective(head, softbin_sigma=cfg.softbin_sigma)
+    train_set = ArrayDataset([files[i] for i in fit_pos], ages[fit_pos], cfg.augment, seed=cfg.seed)
+    val_set = ArrayDataset([files[i] for i in val_pos], ages[val_pos])
+    res = fit(model, objective, train_set, val_set, cfg.loop, run_dir / "state", seed=cfg.seed, resume=cfg.resume,
+              desc="pretrain")
+    test_set = ArrayDataset([files[i] for i in test], ages[test])
+    _, pred = predict(model, objective, test_set, batch_size=cfg.loop.batch_size, device=next(model.parameters()).device)
+    baseline = np.full(test.size, ages[fit_pos].mean())
+    metrics = {
+        "split": "held_out_test", "n_train": int(fit_pos.size), "n_val": int(val_pos.size), "n_test": int(test.size),
+        **{f"test_{k}": v for k, v in M.regression_metrics(ages[test], pred).items()},
+        "test_mae_ci95": list(M.bootstrap_ci(M.mae, ages[test], pred, n_boot=1000, seed=cfg.seed)[1:]),
+        "baseline_predict_mean_mae": M.mae(ages[test], baseline),
+        "best_epoch": res.best_epoch, "epochs_run": len(res.history), "seconds": res.seconds,
+        "synthetic": cfg.synthetic,
+    }
+    out = {"metrics": metrics, "history": res.history, "checkpoint": str(run_dir / "checkpoint")}
+    if D.rank() == 0:
+        ck = _checkpoint_config(model, prep, task="brain_age", labels=(), cohort=cohort, seed=cfg.seed, parent=None,
+                                metrics=metrics, synthetic=cfg.synthetic, age_unit=cfg.age_unit,
+                                extra={"stage": "pretrain_brain_age"})
+        ck = dataclasses.replace(ck, training_range={"age": [lo, hi]})
+        save_pretrained(model.cpu(), run_dir / "checkpoint", ck)
+        write_json(out, run_dir / "metrics.json")
+        _write_predictions(run_dir / "test_predictions.csv", [cohort.subjects[i] for i in test], ages[test], pred)
+    D.barrier()
+    log.info("pretrain: test MAE %.3f %s (predict-the-mean %.3f), r=%.3f", metrics["test_mae"], cfg.age_unit,
+             metrics["baseline_predict_mean_mae"], metrics["test_pearson_r"])
+    return out
+
+
+def _write_predictions(path: Path, subjects: list[str], y: np.ndarray, pred: np.ndarray) -> None:
+    lines = ["subject,target,prediction"] + [f"{s},{t},{p}" for s, t, p in zip(subjects, y, np.asarray(pred).tolist())]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# ---- transfer / baselines on a target cohort ---------------------------------------------------------------
+
+def _target_preprocess(cfg: TransferConfig, cohort: Cohort) -> PreprocessConfig:
+    if cfg.preprocess:
+        return PreprocessConfig.from_dict({**cfg.preprocess, "channels": cohort.n_channels})
+    if cfg.method.init == "checkpoint" and Path(cfg.method.weights).expanduser().is_dir():
+        from age2hie_hub.hub import read_config
+
+        parent = read_config(Path(cfg.method.weights).expanduser()).preprocess
+        return dataclasses.replace(parent, channels=cohort.n_channels)
+    return PreprocessConfig(channels=cohort.n_channels)
+
+
+def _labels(cfg: TransferConfig, cohort: Cohort) -> tuple[str, ...]:
+    if cfg.labels:
+        if len(cfg.labels) != len(cohort.classes):
+            raise ValueError(f"labels {list(cfg.labels)} must name each of the {len(cohort.classes)} classes "
+                             f"{list(cohort.classes)} of {cohort.target_name!r}, in that order")
+        return tuple(cfg.labels)
+    if cfg.head == "outcome" and tuple(cohort.classes) == ("0", "1"):
+        return ("favourable", "adverse")
+    return tuple(cohort.classes)
+
+
+def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any]:
+    """Train the configured method on the cohort minus a held-out part, test on that part, save the checkpoint.
+
+    ``val_fraction`` of the cases is held out for the reported metrics, and as much again of the rest is used
+    for early stopping. For the paper-style cross-validated estimate use ``experiment``.
+    """
+    cohort = cohort if cohort is not None else read_cohort(cfg.data)
+    prep = _target_preprocess(cfg, cohort)
+    files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype, workers=cfg.preprocess_workers,
+                          progress=cfg.refine.progress)
+    all_pos = np.arange(len(cohort))
+    fit_rel, val_rel = stratified_holdout(cohort.strata, cfg.val_fraction, cfg.seed)
+    # The held-out part is never seen in training nor used for early stopping (fit_split carves its own
+    # validation cases out of the training part), so its metrics are an honest, if small, test.
+    res = fit_split(cfg.method, cohort, files, all_pos[fit_rel], all_pos[val_rel], cfg, seed=cfg.seed,
+                    run_dir=Path(cfg.run_dir) / "state", progress=True)
+    run_dir = Path(cfg.run_dir)
+    metrics = {"split": "held_out", **res.metrics, "n_train": int(fit_rel.size), "n_test": int(val_rel.size), "method": cfg.method.name, "synthetic": cfg.synthetic}
+    out = {"metrics": metrics, "history": res.history, "checkpoint": str(run_dir / "checkpoint")}
+    if D.rank() == 0:
+        task = "hie_outcome" if cfg.head == "outcome" else "classification"
+        ck = _checkpoint_config(res.model, prep, task=task, labels=_labels(cfg, cohort), cohort=cohort, seed=cfg.seed,
+                                parent=res.model.training_provenance.get("parent"), metrics=metrics,
+                                synthetic=cfg.synthetic, extra={"stage": "+".join(cfg.method.stages),
+                                                                "method": cfg.method.name})
+        save_pretrained(res.model, run_dir / "checkpoint", ck)
+        write_json(out, run_dir / "metrics.json")
+    D.barrier()
+    return out
+
+
+def finetune(checkpoint: str | Path, manifest: str | Path | Cohort, *, target: str = "outcome",
+             run_dir: str | Path = "runs/finetune", **overrides: Any) -> dict[str, Any]:
+    """Notebook entry point: AGE2HIE transfer of ``checkpoint`` onto a CSV manifest (or a Cohort).
+
+    ``overrides`` are TransferConfig fields, e.g. ``finetune=LoopConfig(epochs=5)``, ``seed=1``.
+    """
+    cohort = manifest if isinstance(manifest, Cohort) else None
+    data = {"format": "csv", "path": str(manifest), "target": target} if cohort is None else {}
+    cfg = TransferConfig(data=data, method=MethodConfig("transfer", "checkpoint", str(checkpoint)),
+                         run_dir=str(run_dir), **overrides)
+    return transfer(cfg, cohort)
