@@ -141,10 +141,26 @@ def test_aniso_vox_resamples_to_1mm_with_right_extent_and_values():
     assert out.data[inside].mean() == pytest.approx(vol.data.mean(), rel=0.02)
 
 
-def test_oblique_ramp_lands_at_world_positions():
-    # A linear function of world position sampled on an oblique grid must come out, after resampling onto an
-    # axis-aligned grid, as the same function of the output voxels' world positions (exact for trilinear).
-    affine = oblique_affine()
+def sagittal_affine() -> np.ndarray:
+    # Voxel axes run P, I, R (a sagittal acquisition stored "PIR"), 1.2 x 1.0 x 3.0 mm.
+    affine = np.zeros((4, 4))
+    affine[1, 0], affine[2, 1], affine[0, 2], affine[3, 3] = -1.2, -1.0, 3.0, 1.0
+    affine[:3, 3] = (-30.0, 25.0, 20.0)
+    return affine
+
+
+def sheared_affine() -> np.ndarray:
+    affine = oblique_affine(ax=8.0, az=-12.0)
+    affine[:3, :3] = affine[:3, :3] @ np.array([[1, 0.15, 0], [0, 1, 0.1], [0, 0, 1]])  # gantry-tilt-like shear
+    return affine
+
+
+@pytest.mark.parametrize("make_affine", [oblique_affine, sagittal_affine, sheared_affine])
+def test_ramp_lands_at_world_positions(make_affine):
+    # A linear function of world position sampled on an oblique, permuted or sheared grid must come out, after
+    # resampling onto an axis-aligned grid, as the same function of the output voxels' world positions
+    # (trilinear interpolation reproduces linear functions exactly).
+    affine = make_affine()
     shape = (40, 44, 20)
     vol = Volume(ramp(affine, shape), affine)
     cfg = PreprocessConfig(spacing=(1.0, 1.25, 1.5), shape=(56, 48, 40), crop="center", intensity="none")
@@ -153,7 +169,10 @@ def test_oblique_ramp_lands_at_world_positions():
     interior = inside_footprint(affine, shape, out.affine, cfg.shape, margin=0.0)
     assert interior.sum() > 0.3 * interior.size
     np.testing.assert_allclose(out.array[0][interior], ramp(out.affine, cfg.shape)[interior], atol=2e-3)
-    assert any(n.startswith("oblique scan (") for n in out.notes)
+    if make_affine is sagittal_affine:
+        assert out.notes[0] == "reoriented PIR -> RAS" and not any("oblique" in n for n in out.notes)
+    else:
+        assert any(n.startswith("oblique scan (") for n in out.notes)
 
 
 def test_oblique_bright_voxel_lands_inside_its_world_footprint():

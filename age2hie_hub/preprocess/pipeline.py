@@ -115,6 +115,10 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     ``config.spacing`` and ``config.shape`` (centred on the field of view or on the first channel's
     foreground), then apply the intensity scheme. All channels go onto the first channel's output grid.
 
+    ``volumes``: one 3D Volume, or one per channel. A single 4D Volume whose T equals ``config.channels``
+    is split along T into the channels (a 4D volume with T == 1 counts as 3D); any other 4D input is an
+    error naming the file. Voxels outside the scan's field of view are 0 before the intensity scheme.
+
     Pure: the inputs are not modified. Raises ``VolumeReadError`` (naming the file) for volumes that
     cannot be used, ``ValueError`` when the number of volumes does not match ``config.channels``.
     """
