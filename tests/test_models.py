@@ -386,13 +386,17 @@ def test_importers_read_files_and_refuse_code_pickles(tmp_path):
     assert torch.equal(a.backbone.layer4[1].conv2[0].weight, b.backbone.layer4[1].conv2[0].weight)
 
     torch.save({"state_dict": fake, "note": io.StringIO("code-bearing object")}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match=r"evil.pth: refused to unpickle.*weights_only=True"):
+    with pytest.raises(CheckpointError, match=r"evil.pth: refused to unpickle.*Unsupported global.*StringIO.*weights_only=True"):
         load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="no such weights file"):
         load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "absent.pth")
-    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pth"):
-        load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "junk.pth")
+    for junk in ("junk.pth", "junk.safetensors"):
+        (tmp_path / junk).write_bytes(b"not a checkpoint")
+        with pytest.raises(CheckpointError, match=f"{junk}: not a readable"):
+            load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / junk)
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="list.pth: expected a state dict"):
+        load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "list.pth")
 
 
 def test_imagenet_resnet18_into_slice_model(caplog):

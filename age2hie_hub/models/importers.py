@@ -47,20 +47,24 @@ def read_state_dict(source: StateDictSource) -> tuple[dict[str, torch.Tensor], s
         name = str(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: no such weights file")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         try:
             if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
                 state = load_file(str(path), device="cpu")
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
+            detail = _unpickler_detail(str(exc))
+            if "Unsupported global" not in detail:
+                raise CheckpointError(f"{path}: not a readable PyTorch weights file ({detail})") from None
             raise CheckpointError(
                 f"{path}: refused to unpickle: the file holds objects other than tensors and plain containers "
-                f"(loaded with weights_only=True so that no code inside it runs). Re-save it as a plain state "
-                f"dict (torch.save(model.state_dict(), ...)) or as .safetensors. Detail: {exc}"
+                f"({detail}); it was read with weights_only=True so that no code inside it runs. Re-save it "
+                f"as a plain state dict (torch.save(model.state_dict(), ...)) or as .safetensors"
             ) from None
-        except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        except (RuntimeError, OSError, EOFError, ValueError, SafetensorError) as exc:
             raise CheckpointError(f"{path}: not a readable PyTorch or safetensors weights file ({exc})") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and set(state) == {wrapper} and isinstance(state[wrapper], Mapping):
@@ -69,6 +73,15 @@ def read_state_dict(source: StateDictSource) -> tuple[dict[str, torch.Tensor], s
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{name}: expected a state dict (a mapping of names to tensors)")
     return state, name
+
+
+def _unpickler_detail(message: str) -> str:
+    """The one informative line of torch's weights_only error (not its advice to turn the check off)."""
+    marker = "WeightsUnpickler error:"
+    if marker in message:
+        message = message.split(marker, 1)[1]
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unreadable pickle"
 
 
 def adapt_in_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
