@@ -63,11 +63,14 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     sitk.WriteImage(sitk.GetImageFromArray(cube((8, 8, 8))), str(tmp / "full.mha"), useCompression=False)
     raw = (tmp / "full.mha").read_bytes()
     (tmp / "truncated.mha").write_bytes(raw[: len(raw) - 1000])
-    corpus["truncated_mha"] = (tmp / "truncated.mha", "corrupt or truncated")
-    sitk.WriteImage(sitk.GetImageFromArray(cube()), str(tmp / "detached.mhd"))
+    corpus["truncated_mha"] = (tmp / "truncated.mha", "truncated: the header needs 2048 bytes of voxel data")
+    sitk.WriteImage(sitk.GetImageFromArray(cube((8, 8, 8))), str(tmp / "full.nrrd"), useCompression=False)
+    (tmp / "truncated.nrrd").write_bytes((tmp / "full.nrrd").read_bytes()[:-1000])
+    corpus["truncated_nrrd"] = (tmp / "truncated.nrrd", "corrupt or truncated")
+    sitk.WriteImage(sitk.GetImageFromArray(cube()), str(tmp / "detached.mhd"), useCompression=True)
     for data_file in tmp.glob("detached.*raw"):
         data_file.unlink()
-    corpus["mhd_without_data_file"] = (tmp / "detached.mhd", "corrupt or truncated|not a readable")
+    corpus["mhd_without_data_file"] = (tmp / "detached.mhd", r"data file 'detached\.z?raw' is missing")
     (tmp / "garbage.nrrd").write_bytes(b"NRRD0004\nthis is: nonsense\n\n\x00\x01")
     corpus["garbage_nrrd"] = (tmp / "garbage.nrrd", "not a readable|corrupt")
 
@@ -122,7 +125,7 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
 
 CASES = [
     "missing", "unknown_format", "garbage_nifti", "garbage_gzip", "truncated_nii", "truncated_nii_gz",
-    "truncated_mha", "mhd_without_data_file", "garbage_nrrd", "2d", "5d", "0_voxels", "zero_spacing", "negative_spacing", "nan_spacing",
+    "truncated_mha", "truncated_nrrd", "mhd_without_data_file", "garbage_nrrd", "2d", "5d", "0_voxels", "zero_spacing", "negative_spacing", "nan_spacing",
     "zero_spacing_sform", "zero_spacing_mha", "huge_nifti", "huge_mha", "empty_dicom_folder",
     "folder_without_dicom", "corrupt_zip", "empty_zip", "corrupt_dicom_file", "bval_count_mismatch",
     "bval_unparsable",

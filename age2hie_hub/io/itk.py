@@ -66,6 +66,8 @@ def read_itk(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict[s
     affine = itk_geometry_to_affine(spacing, reader.GetDirection(), reader.GetOrigin())
     check_affine(path, affine)
     keys = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
+    if path.suffix.lower() in (".mha", ".mhd"):
+        _metaimage_precheck(path, int(np.prod(shape)) * _pixel_itemsize(sitk, reader))
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -104,11 +106,39 @@ def _nrrd_dwi(keys: dict[str, str], shape: tuple[int, ...]) -> dict[str, Any]:
 
 
 def _itk_message(exc: RuntimeError) -> str:
-    """ITK exceptions are multi-line with file/line noise; keep the description."""
+    """ITK exceptions are multi-line with source-file noise and a stale errno "Reason"; keep the description."""
     text = str(exc)
-    m = re.search(r"(?:Description|description):\s*(.+)", text)
+    m = re.search(r"(?:Description|description):\s*(.+)", text) or re.search(r"ITK ERROR: [^:]*:\s*(.+)", text)
     line = m.group(1) if m else text.strip().splitlines()[-1] if text.strip() else "unknown error"
     return line.strip()[:300]
+
+
+def _metaimage_precheck(path: Path, n_bytes: int) -> None:
+    """Missing or short raw data in a MetaImage, found from its text header.
+
+    MetaIO reports these only by printing to stderr and a misleading errno; checking first gives the user
+    one clear message. The length of compressed data (CompressedData = True) is left to ITK.
+    """
+    fields: dict[str, str] = {}
+    header_len = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            header_len += len(raw)
+            key, _, value = raw.decode("latin-1").partition("=")
+            fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile" or header_len > 65536:
+                break
+    data_file = fields.get("ElementDataFile")
+    if data_file is None or data_file.split()[0] == "LIST" or "%" in data_file:
+        return  # multi-file series: let ITK handle it
+    target = path if data_file == "LOCAL" else path.parent / data_file
+    if not target.is_file():
+        raise fail(path, f"its data file {data_file!r} is missing (expected beside the header)")
+    if fields.get("CompressedData", "False").lower() == "true":
+        return  # compressed size says nothing about the voxel count; ITK checks the stream
+    have = target.stat().st_size - (header_len if data_file == "LOCAL" else 0)
+    if have < n_bytes:
+        raise fail(path, f"file is truncated: the header needs {n_bytes} bytes of voxel data, found {have}")
 
 
 def write_itk(data: np.ndarray, affine: np.ndarray, path: Path, metadata: dict[str, Any]) -> None:
