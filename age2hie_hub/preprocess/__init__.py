@@ -1,9 +1,31 @@
-"""Preprocessing: one frozen config, pure steps (orient, resample, crop, intensity) and ``preprocess``."""
+"""Preprocessing: one frozen config, pure steps (orient, resample, crop, intensity) and ``preprocess``.
+
+The config is plain data that checkpoint configs import, so it loads eagerly; the steps (nibabel,
+SimpleITK) load on first use, so importing the config stays light (0.3 s instead of 1 s).
+"""
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from age2hie_hub.preprocess.config import PreprocessConfig
-from age2hie_hub.preprocess.orient import reorient_to_ras
-from age2hie_hub.preprocess.pipeline import Preprocessed, preprocess
-from age2hie_hub.preprocess.resample import resample_to
+
+if TYPE_CHECKING:
+    from age2hie_hub.preprocess.orient import reorient_to_ras
+    from age2hie_hub.preprocess.pipeline import Preprocessed, preprocess
+    from age2hie_hub.preprocess.resample import resample_to
+
+_LAZY = {
+    "Preprocessed": "age2hie_hub.preprocess.pipeline",
+    "preprocess": "age2hie_hub.preprocess.pipeline",
+    "reorient_to_ras": "age2hie_hub.preprocess.orient",
+    "resample_to": "age2hie_hub.preprocess.resample",
+}
 
 __all__ = ["PreprocessConfig", "Preprocessed", "preprocess", "reorient_to_ras", "resample_to"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'age2hie_hub.preprocess' has no attribute {name!r}")
