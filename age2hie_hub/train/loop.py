@@ -238,7 +238,7 @@ def fit(model: nn.Module, objective: Objective, train_set: ArrayDataset, val_set
         loader = make_loader(train_set, batch_size=cfg.batch_size, shuffle=True, epoch=epoch, seed=seed,
                              workers=cfg.workers, distributed=distributed)
         _set_train_mode(ddp_model, cfg)
-        total, n, wait = 0.0, 0, 0.0
+        total, n, wait, steps = 0.0, 0, 0.0, 0
         tw = time.perf_counter()
         bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=not (cfg.progress and is_main))
         for x, y in bar:
@@ -257,10 +257,11 @@ def fit(model: nn.Module, objective: Objective, train_set: ArrayDataset, val_set
             scheduler.step()
             total += float(loss.detach()) * len(y)
             n += len(y)
+            steps += 1
             bar.set_postfix(loss=f"{total / n:.4f}")
             tw = time.perf_counter()
         train_loss = D.mean_over_ranks(total, n, device)
-        row: dict[str, float] = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+        row: dict[str, float] = {"epoch": epoch, "train_loss": train_loss, "steps": steps, "lr": optimizer.param_groups[0]["lr"],
                                  "seconds": time.perf_counter() - te, "data_wait_share": wait / max(1e-9, time.perf_counter() - te)}
         improved = False
         if val_set is not None and len(val_set):
