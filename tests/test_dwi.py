@@ -219,3 +219,19 @@ def test_brain_mask_finds_a_noisy_sphere():
     dice = 2 * (mask & sphere).sum() / (mask.sum() + sphere.sum())
     assert dice > 0.97
     assert not brain_mask(Volume(np.zeros((5, 5, 5)), np.eye(4))).any()
+
+
+def test_scanner_trace_volume_in_a_shell_is_ignored():
+    # Philips-style: three directions at b=1000 plus the scanner's own (arithmetic) trace with a zero gradient.
+    s0 = np.full((2, 2, 2), 1000.0)
+    d = np.stack([np.full((2, 2, 2), v) for v in (1.7e-3, 0.3e-3, 0.4e-3)], axis=-1)
+    bvecs = [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    sig = tensor_signal(s0, d, [0, 1000, 1000, 1000], bvecs)
+    sig = np.concatenate([sig, sig[..., 1:].mean(axis=-1, keepdims=True)], axis=-1)
+    vol = series(sig, [0, 1000, 1000, 1000, 1000], bvecs=bvecs + [[0, 0, 0]])
+    adc = compute_adc(vol)
+    np.testing.assert_allclose(adc.data, d.mean(axis=-1), rtol=1e-4)
+    assert adc.metadata["adc_method"]["directions"] == [3]
+    # Without gradient information the trace volume counts as a direction (and biases the result).
+    biased = compute_adc(series(sig, [0, 1000, 1000, 1000, 1000]))
+    assert not np.allclose(biased.data, d.mean(axis=-1), rtol=1e-3)

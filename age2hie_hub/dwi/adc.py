@@ -7,6 +7,7 @@ Method, as scanners do it:
 - the other volumes are grouped into shells by b rounded to ``SHELL_ROUNDING`` (100 s/mm^2); within a shell
   the directions are combined by a *geometric* mean, i.e. the trace-weighted image, whose log is the
   direction average of log-signals (an arithmetic mean biases ADC in anisotropic tissue);
+- scanner-made trace volumes (b > 0, zero gradient) are dropped from a shell that has its directions;
 - ADC = -slope of the least-squares line through (b, ln S) over the b~0 point and every shell (with one shell
   this is ln(S0 / Sb) / (b - b0)).
 
@@ -67,7 +68,7 @@ def compute_adc(volume: Volume, *, bvals: Sequence[float] | None = None,
         raise DiffusionError(f"{src}: {b.size} b-values for {volume.n_volumes} volumes")
     if not np.all(np.isfinite(b)) or np.any(b < 0):
         raise DiffusionError(f"{src}: b-values must be finite and >= 0, got {b.tolist()}")
-    groups = group_shells(b, b0_threshold)
+    groups = _drop_scanner_trace(group_shells(b, b0_threshold), volume.metadata.get("bvecs"), b, src)
     if not (b <= b0_threshold).any():
         raise DiffusionError(f"{src}: no b~0 volume (b <= {b0_threshold:g} s/mm^2) among b = {sorted(set(b.tolist()))}")
     if len(groups) < 2:
@@ -115,6 +116,24 @@ def compute_adc(volume: Volume, *, bvals: Sequence[float] | None = None,
                             "shells": [float(s) for s in shells[1:]],
                             "directions": [int(len(groups[s])) for s in shells[1:]]})
     return Volume(data=adc.astype(np.float32), affine=volume.affine, metadata=meta)
+
+
+def _drop_scanner_trace(groups: dict[float, np.ndarray], bvecs: Sequence[Sequence[float]] | None, b: np.ndarray,
+                        src: str) -> dict[float, np.ndarray]:
+    """Drop scanner-made trace volumes (b > 0 with a zero gradient, as Philips appends) from shells that also
+    hold the directional volumes they were computed from; a shell made only of such volumes is kept."""
+    if bvecs is None or len(bvecs) != b.size:
+        return groups
+    zero = np.linalg.norm(np.asarray(bvecs, dtype=np.float64).reshape(b.size, 3), axis=1) < 1e-6
+    out: dict[float, np.ndarray] = {}
+    for key, idx in groups.items():
+        keep = idx[~zero[idx]]
+        if key > B0_THRESHOLD and 0 < keep.size < idx.size:
+            log.info("%s: ignoring %d scanner trace volume(s) in the b=%g shell", src, idx.size - keep.size, key)
+            out[float(b[keep].mean())] = keep
+        else:
+            out[key] = idx
+    return out
 
 
 def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
