@@ -271,7 +271,9 @@ def normalize_evaluation(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]
     if isinstance(metrics.get("summary"), Sequence):
         rows += normalize_evaluation(metrics["summary"])
     inner = metrics.get("metrics")
-    row = _flat_row(inner if isinstance(inner, Mapping) else metrics)
+    if isinstance(inner, Mapping):
+        return normalize_evaluation(inner) + rows
+    row = _flat_row(metrics)
     return ([row] if row is not None else []) + rows
 
 
@@ -493,6 +495,33 @@ def _evaluation_text(rows: list[EvalRow], synthetic: bool) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
+def _cohort_note(metrics: Mapping[str, Any] | Sequence[Any]) -> str:
+    if not isinstance(metrics, Mapping) or not isinstance(metrics.get("n_cases"), int):
+        return ""
+    sites = metrics.get("sites")
+    where = (" from sites " + ", ".join(f"{k} (n={v})" for k, v in sorted(sites.items()))) if isinstance(sites, Mapping) else ""
+    return f"Cross-validated rows: {metrics['n_cases']} cases{where}."
+
+
+def _comparisons_text(metrics: Mapping[str, Any] | Sequence[Any]) -> str:
+    """An experiment's paired comparisons (``train.evaluate.paired_comparisons``) as a table, if present."""
+    comps = metrics.get("comparisons") if isinstance(metrics, Mapping) else None
+    if not comps:
+        return ""
+    lines = ["Paired comparison on the same splits (difference = method - reference):", "",
+             "| method - reference | protocol | metric | pairs | mean difference [95 % CI] | p (sign-flip) |",
+             "|---|---|---|---|---|---|"]
+    for c in comps:
+        try:
+            protocol = PROTOCOL_NAMES.get(str(c["protocol"]), str(c["protocol"]))
+            lines.append(f"| {c['method']} - {c['reference']} | {protocol} | {_label(str(c['metric']))} | "
+                         f"{c['n_pairs']} | {float(c['mean_diff']):+.3f} [{float(c['ci_low']):+.3f}, "
+                         f"{float(c['ci_high']):+.3f}] | {float(c['p_sign_flip']):.3g} |")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"metrics 'comparisons' entry {c!r} lacks a field ({exc})") from exc
+    return "\n".join(lines)
+
+
 def _usage_text(config: CheckpointConfig, name: str) -> str:
     if "T1w" in config.input_modalities:
         scan = "t1w.nii.gz"
@@ -683,7 +712,8 @@ def render_model_card(
         out_of_scope=str(release.get("out_of_scope") or DEFAULT_OUT_OF_SCOPE).strip(),
         training_data=_training_data_text(config, release),
         preprocessing=_preprocess_text(config),
-        evaluation=_evaluation_text(rows, synthetic),
+        evaluation="\n\n".join(x for x in (_evaluation_text(rows, synthetic), _cohort_note(metrics),
+                                             _comparisons_text(metrics)) if x),
         limitations=_limitations_text(config, release, synthetic),
         usage=_usage_text(config, name),
         provenance=_provenance_text(config, files),

@@ -99,8 +99,28 @@ def read_metrics(run_dir: Path, checkpoint: Path, config_metrics: dict[str, Any]
     return dict(config_metrics), None
 
 
+def _with_evaluation(metrics: dict[str, Any], path: Path) -> tuple[dict[str, Any], str]:
+    """Add an experiment's cross-validated summary and paired comparisons (its metrics.json) to the run's metrics."""
+    if path.is_dir():
+        path = path / METRICS_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no experiment metrics file; give an experiment folder or its {METRICS_NAME}")
+    except ValueError as exc:
+        raise ReleaseError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("summary"), list):
+        raise ReleaseError(f"{path}: not an experiment's metrics (no 'summary' list); run age2hie-train experiment")
+    combined = {"metrics": metrics.get("metrics", metrics) if isinstance(metrics.get("metrics"), dict) else metrics}
+    for key in ("summary", "comparisons", "n_cases", "sites"):
+        if key in data:
+            combined[key] = data[key]
+    return combined, sha256_file(path)
+
+
 def _release_note(
     run_dir: Path, checkpoint: Path, config: Any, metrics_sha: str | None, onnx: dict[str, Any], repo_id: str | None,
+    evaluation_sha: str | None = None,
 ) -> str:
     prov = config.provenance
     lines = [
@@ -118,6 +138,8 @@ def _release_note(
         f"- data manifest sha256: {prov.get('data_manifest_sha256', 'not recorded')}",
         f"- metrics file sha256: {metrics_sha or 'none (metrics taken from config.json)'}",
     ]
+    if evaluation_sha:
+        lines.append(f"- experiment (cross-validated evaluation) metrics file sha256: {evaluation_sha}")
     if onnx:
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in sorted(onnx["max_abs_diff"].items()))
         lines.append(
@@ -169,6 +191,7 @@ def build_release(
     release_meta: dict[str, Any] | None = None,
     repo_id: str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    evaluation: str | os.PathLike[str] | None = None,
     onnx: bool = True,
     overwrite: bool = False,
 ) -> Release:
@@ -190,8 +213,12 @@ def build_release(
     model = load_checkpoint(ckpt)
     config = model.checkpoint_config
     metrics, metrics_sha = read_metrics(run_dir, ckpt, config.metrics)
-    if metrics and not config.metrics:
-        config = dataclasses.replace(config, metrics=metrics)  # config.json carries the measured evaluation too
+    if metrics and not config.metrics:  # config.json carries the measured evaluation too (not the loss history)
+        own = metrics["metrics"] if isinstance(metrics.get("metrics"), dict) else metrics
+        config = dataclasses.replace(config, metrics=own)
+    evaluation_sha = None
+    if evaluation is not None:  # the card (not config.json) also shows the cross-validated protocols
+        metrics, evaluation_sha = _with_evaluation(metrics, Path(evaluation))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -217,7 +244,7 @@ def build_release(
         card = render_model_card(config, metrics=metrics, release=release_meta, repo_id=repo_id, files=files)
         (staging / CARD_NAME).write_text(str(card).rstrip("\n") + "\n", encoding="utf-8")
         (staging / NOTE_NAME).write_text(
-            _release_note(run_dir, ckpt, config, metrics_sha, onnx_info, repo_id), encoding="utf-8")
+            _release_note(run_dir, ckpt, config, metrics_sha, onnx_info, repo_id, evaluation_sha), encoding="utf-8")
         sums = _write_sums(staging)
         _replace_folder(staging, out_dir, overwrite)
     except BaseException:
@@ -322,6 +349,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="release folder to create")
     p.add_argument("--card", type=Path, help="release metadata for the model card, e.g. model_cards/age2hie.yaml")
     p.add_argument("--checkpoint", type=Path, help="the run's checkpoint folder, when the run holds several")
+    p.add_argument("--evaluation", type=Path, metavar="EXPERIMENT",
+                   help="an `age2hie-train experiment` folder (or its metrics.json) whose cross-validated protocol "
+                   "table and paired comparisons go into the card")
     p.add_argument("--repo-id", help="name users load it by (default: --push, else the card metadata's repo_id)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (and its parity check)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing release folder")
@@ -340,7 +370,7 @@ def _run(args: argparse.Namespace) -> int:
     meta = load_release_metadata(args.card) if args.card else {}
     repo_id = args.repo_id or args.push or meta.get("repo_id")
     release = build_release(args.run_dir, args.output, release_meta=meta, repo_id=repo_id,
-                            checkpoint=args.checkpoint, onnx=not args.no_onnx, overwrite=args.overwrite)
+                            checkpoint=args.checkpoint, evaluation=args.evaluation, onnx=not args.no_onnx, overwrite=args.overwrite)
     print(f"release: {release.folder}")
     for name, digest in sorted(release.sha256.items()):
         print(f"  {digest}  {name}")

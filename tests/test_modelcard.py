@@ -305,3 +305,49 @@ def test_normalize_evaluation_forms():
     assert row.metrics["auc"] == {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}
     with pytest.raises(ValueError, match="entry 0"):
         normalize_evaluation({"evaluation": [{"protocol": "x"}]})
+
+
+def _experiment_metrics() -> dict:
+    """An experiment's metrics.json, made by the training core's own summary and comparison functions."""
+    import numpy as np
+
+    from age2hie_hub.train.evaluate import paired_comparisons, summarize_rows
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for protocol in ("same_site", "multi_site", "cross_site"):
+        for split in range(4):
+            for method, shift in (("transfer", 0.05), ("scratch", 0.0)):
+                acc = float(0.6 + shift + rng.normal(0, 0.03))
+                rows.append({"method": method, "protocol": protocol, "seed": 0, "split": f"f{split}",
+                             "learning_curve": False, "accuracy": acc, "auc": acc + 0.05,
+                             "balanced_accuracy": acc, "f1": acc - 0.02, "sensitivity": acc, "specificity": acc,
+                             "brier": 0.2, "ece": 0.05})
+    summary = summarize_rows(rows, n_boot=200)
+    return {"summary": summary, "comparisons": paired_comparisons(rows, "scratch"), "n_cases": 156,
+            "sites": {"BCH": 72, "MGH": 84}, "synthetic": True}
+
+
+def test_experiment_summary_and_comparisons_in_the_card(run_dir):
+    from age2hie_hub.hub.checkpoint import read_config
+
+    exp = _experiment_metrics()
+    config = read_config(run_dir / "checkpoint")
+    card = render_model_card(config, metrics=exp, release=load_release_metadata(CARDS / "age2hie.yaml"))
+    header = _header(card.content)
+    results = header["model-index"][0]["results"]
+    assert {r["dataset"]["config"] for r in results} == {"same-site", "multi-site", "cross-site"}
+    transfer = {r["method"] + r["protocol"]: r for r in exp["summary"] if r["method"] == "transfer"}
+    for result in results:
+        row = transfer["transfer" + result["dataset"]["config"].replace("-", "_")]
+        acc = next(m for m in result["metrics"] if m["type"] == "accuracy")
+        assert acc["value"] == row["accuracy_mean"]
+        assert acc["args"] == {"ci_low": row["accuracy_ci_low"], "ci_high": row["accuracy_ci_high"],
+                               "sd": row["accuracy_sd"]}
+        assert result["dataset"]["split"] == "4 splits x 1 seeds"
+    table = card.content.split("## Evaluation", 1)[1].split("## Limitations", 1)[0]
+    for row in exp["summary"]:  # both methods in the table, with the training core's own formatting
+        assert row["accuracy_text"] in table
+    for comp in exp["comparisons"]:
+        assert f"{comp['mean_diff']:+.3f} [{comp['ci_low']:+.3f}, {comp['ci_high']:+.3f}]" in table
+    assert "156 cases from sites BCH (n=72), MGH (n=84)" in table

@@ -204,3 +204,27 @@ def test_cli_help_is_fast_and_module_runs():
                          text=True, timeout=60)
     assert out.returncode == 0 and "--push" in out.stdout and "--bundle" in out.stdout
     assert re.search(r"--no-dry-run", out.stdout)
+
+
+def test_evaluation_option_adds_the_experiment_table(run_dir, tmp_path):
+    from age2hie_hub.train.evaluate import paired_comparisons, summarize_rows
+
+    rows = [{"method": m, "protocol": "cross_site", "seed": 0, "split": f"s{i}", "learning_curve": False,
+             "accuracy": 0.55 + 0.1 * (m == "transfer") + 0.01 * i, "auc": 0.7}
+            for m in ("transfer", "scratch") for i in range(2)]
+    exp = tmp_path / "experiment"
+    exp.mkdir()
+    summary = summarize_rows(rows, n_boot=100)
+    (exp / "metrics.json").write_text(json.dumps({"summary": summary, "comparisons": paired_comparisons(rows, "scratch"),
+                                                  "n_cases": 40, "sites": {"A": 20, "B": 20}}))
+    rel = build_release(run_dir, tmp_path / "rel", evaluation=exp, onnx=False)
+    card = (rel.folder / "README.md").read_text()
+    assert summary[0]["accuracy_text"] in card and "| transfer - scratch | cross-site | Accuracy | 2 |" in card
+    assert "0.583 ± 0.000 [0.472, 0.694]" in card  # the run's own held-out row stays
+    assert "experiment (cross-validated evaluation) metrics file sha256" in (rel.folder / "RELEASE.md").read_text()
+    from age2hie_hub.hub import read_config
+
+    assert read_config(rel.folder).metrics == METRICS  # config.json keeps the run's own metrics only
+    with pytest.raises(ReleaseError, match="no 'summary' list"):
+        build_release(run_dir, tmp_path / "rel2", evaluation=run_dir / "metrics.json", onnx=False)
+    assert not (tmp_path / "rel2").exists()
