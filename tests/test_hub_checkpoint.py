@@ -71,6 +71,9 @@ def test_round_trip_every_architecture_and_head(tmp_path: Path, arch: str, head:
     loaded = load_checkpoint(folder)
     assert not loaded.training
     assert loaded.config == model.config
+    # Ready to fine-tune: real Parameters that require grad, nothing left on the meta device.
+    assert all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in loaded.parameters())
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
     expected, found = model.state_dict(), loaded.state_dict()
     assert expected.keys() == found.keys()
     for key in expected:
@@ -243,3 +246,14 @@ def test_weights_get_the_same_permissions_as_config(tmp_path: Path) -> None:
     folder = save_pretrained(tiny_model(), tmp_path / "ckpt")
     modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
     assert modes["model.safetensors"] == modes["config.json"] == modes["README.md"]
+
+
+def test_half_precision_file_loads_into_float32_model(tmp_path: Path) -> None:
+    model = tiny_model()
+    folder = save_pretrained(model, tmp_path / "ckpt")
+    _edit_weights(folder, lambda s: s.update({k: v.half() for k, v in s.items() if v.is_floating_point()}))
+    loaded = load_checkpoint(folder)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = tiny_input("resnet3d_10")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-2, atol=1e-2)

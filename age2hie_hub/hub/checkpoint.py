@@ -259,6 +259,24 @@ def check_state_dict(
         )
 
 
+def _build_for_loading(config: CheckpointConfig, state: dict[str, "torch.Tensor"]) -> "Age2HieNet":
+    """The model, built without spending time on a random initialisation the weights will replace.
+
+    Built on the meta device (shapes only), then the loaded tensors are assigned. A model with
+    non-persistent buffers (computed at construction, not stored, e.g. soft-bin centres) is built normally.
+    """
+    import torch
+
+    from age2hie_hub.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(config.model)
+    stored = set(model.state_dict())
+    if any(name not in stored for name, _ in model.named_buffers()):
+        model = build_model(config.model)
+    return model
+
+
 def load_checkpoint(folder: str | os.PathLike[str], device: "str | torch.device | None" = None) -> "Age2HieNet":
     """Build the model config.json describes and load model.safetensors into it, strictly; eval mode.
 
@@ -266,8 +284,6 @@ def load_checkpoint(folder: str | os.PathLike[str], device: "str | torch.device 
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from age2hie_hub.models import build_model
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -277,15 +293,18 @@ def load_checkpoint(folder: str | os.PathLike[str], device: "str | torch.device 
         _refuse_pickles(folder)
     config = read_config(folder)
     try:
-        model = build_model(config.model)
-    except ValueError as err:
-        raise CheckpointError(f"{folder / CONFIG_NAME}: cannot build the model it describes: {err}") from err
-    try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({err}); download or save it again") from err
-    check_state_dict(model.state_dict(), state, str(weights))
-    model.load_state_dict(state, strict=True)
+    try:
+        model = _build_for_loading(config, state)
+    except ValueError as err:
+        raise CheckpointError(f"{folder / CONFIG_NAME}: cannot build the model it describes: {err}") from err
+    expected = model.state_dict()
+    check_state_dict(expected, state, str(weights))
+    # Keep the model's dtypes (a float16 file loads into float32 parameters, as a copy would).
+    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
     model.eval()
     if device is not None:
         model.to(device)
