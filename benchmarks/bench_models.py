@@ -47,7 +47,8 @@ def main() -> None:
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
-        print(f"{arch:<16}{params:>12.2f}{build:>11.2f}{1000 * statistics.median(times):>14.1f}{model.num_features:>10}")
+        latency = 1000 * statistics.median(times)
+        print(f"{arch:<16}{params:>12.2f}{build:>11.2f}{latency:>14.1f}{model.num_features:>10}")
 
 
 if __name__ == "__main__":

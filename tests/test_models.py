@@ -51,7 +51,9 @@ def _blocks_3d(layer: int, n_blocks: int) -> str:
 
 
 # torchvision.models.video.r3d_18: VideoResNet(BasicBlock, [Conv3DSimple] * 4, [2, 2, 2, 2], BasicStem)
-R3D_18_KEYS = expand("stem.0.weight stem.1.<bn>" + "".join(_blocks_3d(i, 2) for i in range(1, 5)) + " fc.weight fc.bias")
+R3D_18_KEYS = expand(
+    "stem.0.weight stem.1.<bn>" + "".join(_blocks_3d(i, 2) for i in range(1, 5)) + " fc.weight fc.bias"
+)
 # torchvision.models.resnet18: ResNet(BasicBlock, [2, 2, 2, 2]), listed in full
 RESNET18_KEYS = expand(
     """
@@ -381,12 +383,14 @@ def test_importers_read_files_and_refuse_code_pickles(tmp_path):
     fake = fake_r3d18_kinetics(width=8)
     torch.save(fake, tmp_path / "r3d_18.pth")
     save_file(fake, str(tmp_path / "r3d_18.safetensors"))
-    a = load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "r3d_18.pth")
-    b = load_kinetics_r3d18(tiny("resnet3d_18"), str(tmp_path / "r3d_18.safetensors"))
-    assert torch.equal(a.backbone.layer4[1].conv2[0].weight, b.backbone.layer4[1].conv2[0].weight)
+    torch.save({"state_dict": fake}, tmp_path / "wrapped.pt")
+    for name in ("r3d_18.pth", "r3d_18.safetensors", "wrapped.pt"):
+        model = load_kinetics_r3d18(tiny("resnet3d_18"), str(tmp_path / name))
+        assert torch.equal(model.backbone.layer4[1].conv2[0].weight, fake["layer4.1.conv2.0.weight"]), name
 
     torch.save({"state_dict": fake, "note": io.StringIO("code-bearing object")}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match=r"evil.pth: refused to unpickle.*Unsupported global.*StringIO.*weights_only=True"):
+    refused = r"evil.pth: refused to unpickle.*Unsupported global.*StringIO.*weights_only=True"
+    with pytest.raises(CheckpointError, match=refused):
         load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="no such weights file"):
         load_kinetics_r3d18(tiny("resnet3d_18"), tmp_path / "absent.pth")
@@ -440,8 +444,12 @@ def test_sfcn_ukbiobank_loads_backbone_and_softbin_head(caplog):
     # the head then computes exactly the original classifier: 1x1x1 conv on pooled features, log-softmax
     with torch.inference_mode():
         pooled = model.backbone(x)
-        original = torch.nn.functional.conv3d(pooled[:, :, None, None, None], fake["module.classifier.conv_6.weight"],
-                                              fake["module.classifier.conv_6.bias"]).flatten(1).log_softmax(1)
+        conv_6 = torch.nn.functional.conv3d(
+            pooled[:, :, None, None, None],
+            fake["module.classifier.conv_6.weight"],
+            fake["module.classifier.conv_6.bias"],
+        )
+        original = conv_6.flatten(1).log_softmax(1)
     assert torch.allclose(after, original, atol=1e-5)
 
     outcome = build_model(ModelConfig("sfcn", head="outcome"))

@@ -3,12 +3,12 @@
 Every head is a `Linear` called `fc` (plus parameter-free dropout), so a head's state-dict keys are
 always `head.fc.weight` / `head.fc.bias` and swapping heads for transfer drops exactly those two keys.
 
-| head           | head_args (defaults)                                   | raw output          | predict_outputs          |
-|----------------|--------------------------------------------------------|---------------------|--------------------------|
-| outcome        | dropout=0.0                                            | logit (N,)          | probability = P(adverse) |
-| age_regression | unit="years", offset=0.0, scale=1.0, dropout=0.0       | age (N,)            | age                      |
-| age_softbin    | bins=40, age_range=[42, 82], unit="years", dropout=0.0 | log-probs (N, bins) | age, age_sd              |
-| classification | num_classes=2, dropout=0.0                             | logits (N, K)       | probabilities (N, K)     |
+| head           | head_args (defaults)                                  | raw output         | predict_outputs        |
+|----------------|-------------------------------------------------------|--------------------|------------------------|
+| outcome        | dropout=0                                             | logit (N,)         | probability (adverse)  |
+| age_regression | unit="years", offset=0, scale=1, dropout=0            | age (N,)           | age                    |
+| age_softbin    | bins=40, age_range=[42, 82], unit="years", dropout=0  | log-probs (N, B)   | age, age_sd            |
+| classification | num_classes=2, dropout=0                              | logits (N, K)      | probabilities (N, K)   |
 
 `age_regression` returns `offset + scale * fc(x)`: raw output is the age itself, in `unit`, and offset/scale
 (e.g. the training cohort's mean and SD) only make the start of training well conditioned.
