@@ -232,7 +232,7 @@ def _build(out_dir, overwrite, jobs, fn: Callable, params, write_tables, workers
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder; choose a new output folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out}: folder is not empty; choose a new output folder or pass overwrite")
+        raise ValueError(f"{out}: folder is not empty; choose a new output folder or allow overwriting (--overwrite)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
