@@ -320,6 +320,18 @@ def test_sfcn_has_ukbiobank_keys():
     assert keys == expected + ["head.fc.weight", "head.fc.bias"]
 
 
+def test_parameter_counts_match_torchvision_published_numbers():
+    """torchvision's weight metadata: r3d_18 has 33,371,472 parameters, resnet18 11,689,512 (with their fc)."""
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    with torch.device("meta"):  # shapes only: no time spent on initialisation
+        r3d = build_model(ModelConfig("resnet3d_18", {"in_channels": 3})).backbone
+        r2d = build_model(ModelConfig("slice_resnet18", {"in_channels": 3})).backbone
+    assert count(r3d) + 512 * 400 + 400 == 33_371_472
+    assert count(r2d) + 512 * 1000 + 1000 == 11_689_512
+
+
 def test_width_multiplier_slims_channels():
     sd = tiny("resnet3d_18").backbone.state_dict()
     assert sd["stem.0.weight"].shape[0] == 8 and sd["layer4.1.conv2.0.weight"].shape[:2] == (64, 64)
