@@ -356,6 +356,18 @@ def _eval_results(config: CheckpointConfig, rows: list[EvalRow], release: Mappin
     return results
 
 
+def _hub_parent(config: CheckpointConfig) -> str | None:
+    """provenance.parent when it names a Hub repo (``org/name``, ``hf-hub:org/name@rev``), else None.
+
+    A local folder is no valid ``base_model``: the Hub refuses a card whose base_model is not a model id.
+    """
+    parent = config.provenance.get("parent")
+    if not isinstance(parent, str):
+        return None
+    name = parent.removeprefix("hf-hub:").split("@", 1)[0]
+    return name if _REPO_ID.match(name) and not parent.startswith((".", "/", "~")) else None
+
+
 def model_card_data(
     config: CheckpointConfig, *, metrics: Mapping[str, Any] | None = None, release: Mapping[str, Any] | None = None,
 ) -> ModelCardData:
@@ -374,7 +386,7 @@ def model_card_data(
             mid = METRIC_INFO.get(name, (name, name))[1]
             if mid not in metric_ids:
                 metric_ids.append(mid)
-    base_model = release.get("base_model") or config.provenance.get("parent_repo_id")
+    base_model = release.get("base_model") or _hub_parent(config)
     model_name = release.get("model_name") or "age2hie-model"
     return ModelCardData(
         model_name=model_name,
@@ -684,7 +696,7 @@ def render_model_card(
                   "about real-world performance.")
     else:
         banner = "> **Research use only.** Not a medical device and not a clinical decision tool."
-    parent = release.get("base_model") or config.provenance.get("parent_repo_id") or config.provenance.get("parent")
+    parent = release.get("base_model") or _hub_parent(config) or config.provenance.get("parent")
     version = config.provenance.get("library_version")
     summary = (f"Backbone `{config.model.arch}`, head `{config.model.head}`; trained with age2hie-hub "
                + (f"{version}." if version else "(version not recorded)."))

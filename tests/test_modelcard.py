@@ -351,3 +351,19 @@ def test_experiment_summary_and_comparisons_in_the_card(run_dir):
     for comp in exp["comparisons"]:
         assert f"{comp['mean_diff']:+.3f} [{comp['ci_low']:+.3f}, {comp['ci_high']:+.3f}]" in table
     assert "156 cases from sites BCH (n=72), MGH (n=84)" in table
+
+
+@pytest.mark.parametrize("parent, expected", [
+    ("hf-hub:age2hie-hub/brain-age@v1", "age2hie-hub/brain-age"),
+    ("age2hie-hub/brain-age", "age2hie-hub/brain-age"),
+    ("/home/me/runs/brain-age/checkpoint", None),  # a local folder is not a valid Hub base_model
+    ("runs/brain-age/checkpoint", None),
+])
+def test_base_model_only_names_hub_repos(parent, expected):
+    from age2hie_hub.hub.config import CheckpointConfig
+    from age2hie_hub.models.config import ModelConfig
+    from age2hie_hub.modelcard import model_card_data
+    from age2hie_hub.preprocess.config import PreprocessConfig
+
+    config = CheckpointConfig(model=ModelConfig("sfcn"), preprocess=PreprocessConfig(), provenance={"parent": parent})
+    assert model_card_data(config).to_dict().get("base_model") == expected
