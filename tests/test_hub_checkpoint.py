@@ -257,3 +257,11 @@ def test_half_precision_file_loads_into_float32_model(tmp_path: Path) -> None:
     x = tiny_input("resnet3d_10")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-2, atol=1e-2)
+
+
+def test_wrapped_models_are_unwrapped_and_other_modules_refused(tmp_path: Path) -> None:
+    model = tiny_model()
+    folder = save_pretrained(torch.nn.DataParallel(model), tmp_path / "ckpt")
+    assert set(load_file(str(folder / "model.safetensors"))) == set(model.state_dict())  # no "module." prefix
+    with pytest.raises(CheckpointError, match=r"needs an Age2HieNet .*, got Linear"):
+        save_pretrained(torch.nn.Linear(2, 2), tmp_path / "linear")

@@ -101,6 +101,21 @@ def _with_provenance(config: CheckpointConfig) -> CheckpointConfig:
     return dataclasses.replace(config, provenance=provenance)
 
 
+def _unwrap(model: Any) -> "Age2HieNet":
+    """The Age2HieNet inside a DistributedDataParallel / DataParallel or torch.compile wrapper."""
+    seen = 0
+    while not hasattr(model, "config") and seen < 4:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            break
+        model, seen = inner, seen + 1
+    if not hasattr(model, "config") or not hasattr(model, "in_channels"):
+        raise CheckpointError(
+            f"save_pretrained needs an Age2HieNet (from age2hie_hub.models.build_model), got {type(model).__name__}"
+        )
+    return model
+
+
 def _resolve_config(model: "Age2HieNet", config: CheckpointConfig | None) -> CheckpointConfig:
     if config is None:
         config = getattr(model, "checkpoint_config", None)
@@ -160,6 +175,7 @@ def save_pretrained(
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} exists and is not a folder; choose a folder path for the checkpoint")
+    model = _unwrap(model)
     config = _with_provenance(_resolve_config(model, config))
     folder.mkdir(parents=True, exist_ok=True)
 
