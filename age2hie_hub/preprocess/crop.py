@@ -44,14 +44,13 @@ def foreground_bounds(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray,
     affine = np.asarray(affine, dtype=np.float64)
     rot = affine[:3, :3]
     if np.count_nonzero(rot) == 3:  # axis-aligned (permuted/flipped) grid: the index box maps onto the world box
-        lo_idx, hi_idx = [], []
-        for axis in range(3):
-            hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-            if hit.size == 0:
-                return None
-            lo_idx.append(hit[0])
-            hi_idx.append(hit[-1])
-        box = np.array(lo_idx, dtype=np.float64), np.array(hi_idx, dtype=np.float64)
+        # Two passes over the volume (along k, then over i*j rows), then only 2D work.
+        rows = mask.any(axis=2)
+        ks = np.flatnonzero(mask.reshape(-1, mask.shape[2]).any(axis=0))
+        if ks.size == 0:
+            return None
+        i_s, j_s = np.flatnonzero(rows.any(axis=1)), np.flatnonzero(rows.any(axis=0))
+        box = np.array([i_s[0], j_s[0], ks[0]], np.float64), np.array([i_s[-1], j_s[-1], ks[-1]], np.float64)
         corners = np.array(np.meshgrid(*zip(*box), indexing="ij")).reshape(3, -1)
     else:
         # Oblique: the world box of the index box would be too large. A linear function's extremes along each
