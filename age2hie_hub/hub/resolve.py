@@ -45,7 +45,8 @@ class PretrainedInfo:
     bundled: bool = False  # True when a copy ships inside the package (no download needed)
 
 
-# The release names. Their Hub repos are filled by the release recipes in export/.
+# Release names and the Hub repos the release recipes (export/) publish them to. Until a release is
+# published or bundled, its alias fails with ModelNotFoundError naming the repo it looked for.
 ALIASES: dict[str, PretrainedInfo] = {
     info.alias: info
     for info in (
