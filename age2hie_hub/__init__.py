@@ -16,7 +16,6 @@ _LAZY = {
     "read_volume": "age2hie_hub.io",
     "write_volume": "age2hie_hub.io",
     "PreprocessConfig": "age2hie_hub.preprocess",
-    "preprocess": "age2hie_hub.preprocess",
     "list_models": "age2hie_hub.models",
     "build_model": "age2hie_hub.models",
     "from_pretrained": "age2hie_hub.hub",
