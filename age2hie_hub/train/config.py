@@ -174,7 +174,10 @@ def load_config(path: str | Path, cls: type) -> Any:
         else:
             data = json.loads(text)
     except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError: report as a config problem
-        raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)  # YAML: where the parser stopped
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper()}{where}: {reason}") from None
     return from_dict(cls, data, str(path))
 
 
