@@ -323,8 +323,9 @@ def bundle_release(folder: Path, name: str, *, root: Path | None = None, overwri
     verify_sums(folder)
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     if size > BUNDLE_LIMIT_BYTES:
-        raise ReleaseError(f"{folder} is {size / 2**20:.1f} MiB; a bundled model may be at most "
-                         f"{BUNDLE_LIMIT_BYTES / 2**20:.0f} MiB (use a slimmer architecture or width)")
+        raise ReleaseError(f"{folder} is {size / 2**20:.1f} MiB; a bundled model (weights + ONNX copy + card) may "
+                         f"be at most {BUNDLE_LIMIT_BYTES / 2**20:.0f} MiB: train a slimmer width, or release with "
+                         "--no-onnx (the ONNX file holds a second copy of the weights)")
     root = root or default_bundle_root()
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
@@ -367,6 +368,10 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from age2hie_hub.modelcard import load_release_metadata
 
+    if args.quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     meta = load_release_metadata(args.card) if args.card else {}
     repo_id = args.repo_id or args.push or meta.get("repo_id")
     release = build_release(args.run_dir, args.output, release_meta=meta, repo_id=repo_id,

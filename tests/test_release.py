@@ -148,7 +148,7 @@ def test_release_without_onnx(release_no_onnx):
     assert "not exported" in (release_no_onnx.folder / "RELEASE.md").read_text()
 
 
-def test_bundle_copies_the_release_and_checks_it(release_no_onnx, tmp_path):
+def test_bundle_copies_the_release_and_checks_it(release_no_onnx, tmp_path, monkeypatch):
     dest = bundle_release(release_no_onnx.folder, "age2hie", root=tmp_path / "models")
     assert dest == tmp_path / "models" / "age2hie"
     verify_sums(dest)
@@ -161,6 +161,9 @@ def test_bundle_copies_the_release_and_checks_it(release_no_onnx, tmp_path):
     with pytest.raises(ReleaseError, match="RELEASE.md"):
         bundle_release(tampered, "other", root=tmp_path / "models")
     assert not (tmp_path / "models" / "other").exists()
+    monkeypatch.setattr("export.release.BUNDLE_LIMIT_BYTES", 1000)
+    with pytest.raises(ReleaseError, match="at most 0 MiB.*--no-onnx"):
+        bundle_release(release_no_onnx.folder, "big", root=tmp_path / "models")
 
 
 def test_find_checkpoint_forms(run_dir, tmp_path):
