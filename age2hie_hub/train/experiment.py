@@ -73,7 +73,7 @@ def run_experiment(cfg: ExperimentConfig, *, evaluate_only: bool = False) -> dic
     timings["total_s"] = time.perf_counter() - t0
     out = {"summary": summary, "comparisons": comparisons, "learning_curve": lc, "timings": timings,
            "pretrain": pre_out["metrics"] if pre_out else None, "n_cases": len(cohort),
-           "sites": {s: int((cohort.sites == s).sum()) for s in sorted(set(cohort.sites))},
+           "sites": {str(s): int((cohort.sites == s).sum()) for s in sorted(set(cohort.sites))},
            "synthetic": tcfg.synthetic}
     if D.rank() == 0:
         _write_outputs(out, run_dir, synthetic=tcfg.synthetic)

@@ -183,7 +183,8 @@ def _checkpoint_config(model: Age2HieNet, preprocess: PreprocessConfig, *, task:
 
 def pretrain(cfg: PretrainConfig, cohort: Cohort | None = None) -> dict[str, Any]:
     """Train a brain-age model; report held-out MAE against predicting the training mean; save a checkpoint."""
-    cohort = cohort if cohort is not None else read_cohort(cfg.data)
+    # Age is continuous whatever a small cohort's distinct-value count suggests.
+    cohort = cohort if cohort is not None else read_cohort({"task": "regression", **cfg.data})
     if cohort.task != "regression":
         raise ValueError(f"{cohort.source}: brain-age pretraining needs a continuous target; "
                          f"{cohort.target_name!r} looks categorical {list(cohort.classes)[:5]}")
