@@ -162,8 +162,12 @@ def test_predict_many_matches_predict_and_goes_on_after_failures(predictor, tmp_
 
 def test_frozen_torch_graph_matches_eager(outcome_ckpt, scan):
     eager = Predictor.from_pretrained(outcome_ckpt, device="cpu", optimize="none")
-    frozen = Predictor.from_pretrained(outcome_ckpt, device="cpu", optimize="freeze")
+    frozen = Predictor.from_pretrained(outcome_ckpt, device="cpu", optimize="frozen")
     assert frozen.predict(scan).probability == pytest.approx(eager.predict(scan).probability, abs=1e-5)
+    auto = Predictor.from_pretrained(outcome_ckpt, device="cpu")  # eager first, frozen from the 2nd batch
+    got = [auto.predict(scan).probability for _ in range(3)]
+    assert len(auto.backend._frozen) == 1
+    assert got == pytest.approx([eager.predict(scan).probability] * 3, abs=1e-5)
 
 
 def test_cuda_request_without_cuda_is_a_clear_error(outcome_ckpt):

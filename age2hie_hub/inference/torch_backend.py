@@ -1,15 +1,19 @@
 """The torch backend: an Age2HieNet in eval mode under `torch.inference_mode`.
 
-Optimisation modes (measured in benchmarks/bench_inference.py and docs/inference.md):
-- "none":   eager module;
-- "freeze": trace once at the first batch shape, then `torch.jit.freeze` (BatchNorm folded into the
-            convolutions, weights turned into constants); re-traced for each new batch shape.
-The default ("auto") is the mode the benchmark measured fastest on CPU; on CUDA eager is used with TF32 off.
+Optimisation modes (measured in benchmarks/bench_inference.py, recorded in docs/inference.md):
+- "none":   the eager module;
+- "frozen": traced per batch shape, then `torch.jit.freeze` (BatchNorm folded into the convolutions) and
+            `torch.jit.optimize_for_inference` (oneDNN weight pre-packing, conv+ReLU fusion). On a 2-core
+            CPU this ran a batch of 8 about 1.8x faster than eager, but building it costs about 2-3 batches;
+- "auto":   eager on CUDA; on CPU eager for the first batch of each shape and the frozen graph from the
+            second batch of that shape on, so one-scan runs never pay the build and long runs get the speed.
+torch.compile was measured too: 35-100 s to compile on this CPU for no gain over "frozen", so it is not used.
 """
 from __future__ import annotations
 
 import logging
 import warnings
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -17,17 +21,17 @@ import torch
 
 log = logging.getLogger(__name__)
 
-OPTIMIZE = ("auto", "none", "freeze")
+OPTIMIZE = ("auto", "none", "frozen")
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but torch sees no CUDA device; use device='cpu' or 'auto'")
     if device.split(":")[0] not in ("cpu", "cuda"):
         raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but torch sees no CUDA device; use device='cpu' or 'auto'")
     return torch.device(device)
 
 
@@ -55,39 +59,44 @@ class TorchBackend:
         self.model = model.to(self._device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        if optimize == "auto":
-            optimize = "none" if self._device.type == "cuda" else DEFAULT_CPU_OPTIMIZE
-        self.optimize = optimize
-        self._traced: dict[tuple[int, ...], Any] = {}
-        self._keys: tuple[str, ...] | None = None
+        self.optimize = "none" if optimize == "auto" and self._device.type == "cuda" else optimize
+        self._frozen: dict[tuple[int, ...], Any] = {}
+        self._seen: Counter[tuple[int, ...]] = Counter()
+        self._output_keys: tuple[str, ...] | None = None
 
     @property
     def device(self) -> str:
         return str(self._device)
 
-    def _compiled(self, x: torch.Tensor) -> Any:
+    def _frozen_for(self, x: torch.Tensor, keys: tuple[str, ...]) -> Any:
         shape = tuple(x.shape)
-        if shape not in self._traced:
-            assert self._keys is not None  # set by run() before the first call
+        if shape not in self._frozen:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TorchScript deprecation notices, not the user's concern
-                traced = torch.jit.trace(_Outputs(self.model, self._keys).eval(), x, check_trace=False)
-                self._traced[shape] = torch.jit.freeze(traced)
-            log.debug("traced and froze the model for input shape %s", shape)
-        return self._traced[shape]
+                traced = torch.jit.trace(_Outputs(self.model, keys).eval(), x, check_trace=False)
+                self._frozen[shape] = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            log.debug("built a frozen graph for input shape %s", shape)
+        return self._frozen[shape]
+
+    def _use_frozen(self, shape: tuple[int, ...]) -> bool:
+        if self.optimize == "frozen":
+            return True
+        if self.optimize == "auto":
+            self._seen[shape] += 1
+            return self._seen[shape] >= 2
+        return False
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device)
-            if self.optimize == "freeze":
-                if self._keys is None:
-                    self._keys = tuple(self.model.predict_outputs(self.model(x[:1])))
-                values = self._compiled(x)(x)
-                out = dict(zip(self._keys, values))
+            if self._use_frozen(tuple(x.shape)):
+                keys = self._keys(x)
+                out = dict(zip(keys, self._frozen_for(x, keys)(x)))
             else:
                 out = self.model.predict_outputs(self.model(x))
             return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
 
-
-# Set from the benchmark on a 2-core CPU (docs/inference.md); "none" until measured otherwise.
-DEFAULT_CPU_OPTIMIZE = "none"
+    def _keys(self, x: torch.Tensor) -> tuple[str, ...]:
+        if self._output_keys is None:
+            self._output_keys = tuple(self.model.predict_outputs(self.model(x[:1])))
+        return self._output_keys
