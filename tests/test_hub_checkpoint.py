@@ -265,3 +265,15 @@ def test_wrapped_models_are_unwrapped_and_other_modules_refused(tmp_path: Path) 
     assert set(load_file(str(folder / "model.safetensors"))) == set(model.state_dict())  # no "module." prefix
     with pytest.raises(CheckpointError, match=r"needs an Age2HieNet .*, got Linear"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path / "linear")
+
+
+@pytest.mark.parametrize(
+    "parent, base_model",
+    [("age2hie-hub/brain-age", "age2hie-hub/brain-age"), ("hf-hub:org/model@v1", "org/model"),
+     ("/runs/brain-age/checkpoint", None), ("runs/brain-age/checkpoint", None), (None, None)],
+)
+def test_card_base_model_only_from_hub_parents(tmp_path: Path, parent, base_model) -> None:
+    model = tiny_model()
+    config = CheckpointConfig(model=model.config, preprocess=PreprocessConfig(), provenance={"parent": parent})
+    folder = save_pretrained(model, tmp_path / "ckpt", config)
+    assert ModelCard.load(folder / "README.md").data.base_model == base_model

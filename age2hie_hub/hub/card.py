@@ -14,6 +14,7 @@ from typing import Any
 
 from age2hie_hub.hub.config import CheckpointConfig
 
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 _MARKER = "<!-- age2hie-hub generated card sha256:{} -->"
 _MARKER_RE = re.compile(r"<!-- age2hie-hub generated card sha256:([0-9a-f]{64}) -->\s*$")
 
@@ -36,6 +37,14 @@ def card_is_generated(text: str) -> bool:
     return match is not None and _sha(text[: match.start()]) == match.group(1)
 
 
+def _hub_repo_id(parent: Any) -> str | None:
+    """`parent` when it names a Hub repo (org/name or hf-hub:org/name[@rev]); a local path is not a base_model."""
+    if not isinstance(parent, str):
+        return None
+    repo = parent[len("hf-hub:"):].partition("@")[0] if parent.startswith("hf-hub:") else parent
+    return repo if _REPO_ID.match(repo) else None
+
+
 def _fmt(value: Any) -> str:
     return "`" + json.dumps(value, sort_keys=True) + "`"
 
@@ -51,7 +60,7 @@ def build_model_card(config: CheckpointConfig) -> str:
         library_name="age2hie-hub",
         tags=tags,
         license=prov.get("license"),
-        base_model=prov.get("parent") if isinstance(prov.get("parent"), str) and "/" in prov.get("parent") else None,
+        base_model=_hub_repo_id(prov.get("parent")),
     )
     what = _TASK_TEXT[config.task]
     if config.task == "brain_age":
