@@ -27,7 +27,7 @@ from age2hie_hub.train.data import ArrayDataset
 from age2hie_hub.train.loop import LoopConfig, fit, predict
 from age2hie_hub.train.objective import Objective
 
-SHAPE = (16, 16, 16)
+SHAPE = (12, 12, 12)
 
 
 def toy_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +35,7 @@ def toy_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 2
     x = rng.normal(0, 0.3, (n, 1, *SHAPE)).astype(np.float32)
-    x[y == 1, :, 2:8, 4:12, 4:12] += 1.5
+    x[y == 1, :, 1:6, 3:9, 3:9] += 1.5
     return x, y.astype(np.float32)
 
 
@@ -101,24 +101,16 @@ def test_resume_refuses_other_settings(tmp_path):
             tmp_path, seed=0, resume=True)
 
 
-SCRIPT = textwrap.dedent('''
-    import json, os, signal, sys
-    import numpy as np, torch
-    sys.path.insert(0, {tests!r})
-    from test_train_loop import toy_data, tiny_model
-    from age2hie_hub.train.data import ArrayDataset
-    from age2hie_hub.train.loop import LoopConfig, fit
-    from age2hie_hub.train.objective import Objective
+def resumable_run(run_dir, kill_at: int = -1, resume: bool = False) -> list[dict]:
+    """3 epochs of 12 augmented cases; the ``kill_at``-th case read SIGKILLs the process (no clean-up)."""
     from age2hie_hub.train.augment import AugmentConfig
-
-    torch.set_num_threads(1)
-    run_dir, kill_at, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 
     class Killable(ArrayDataset):
         calls = 0
+
         def __getitem__(self, i):
             Killable.calls += 1
-            if Killable.calls == kill_at:  # mid-epoch, mid-batch: no chance to clean up
+            if Killable.calls == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
             return super().__getitem__(i)
 
@@ -129,7 +121,17 @@ SCRIPT = textwrap.dedent('''
     res = fit(tiny_model(), Objective.for_head("outcome", y), train, ArrayDataset(list(xv), yv), cfg, run_dir,
               seed=3, resume=resume)
     keep = ("epoch", "train_loss", "val_loss", "val_auc", "lr")
-    print(json.dumps([{{k: r[k] for k in keep}} for r in res.history]))
+    return [{k: r[k] for k in keep} for r in res.history]
+
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    import torch
+    sys.path.insert(0, {tests!r})
+    from test_train_loop import resumable_run
+
+    torch.set_num_threads(1)
+    print(json.dumps(resumable_run(sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1")))
 ''')
 
 
@@ -143,8 +145,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
         return subprocess.run([sys.executable, str(script), str(tmp_path / folder), str(kill_at), str(int(resume))],
                               capture_output=True, text=True, env=env, timeout=300)
 
-    full = run("full", -1, False)
-    assert full.returncode == 0, full.stderr
+    full = resumable_run(tmp_path / "full")  # the uninterrupted reference, in this process (also 1 thread)
     # 12 cases per epoch: item 18 is in the middle of the second epoch
     killed = run("crashed", 18, False)
     assert killed.returncode == -signal.SIGKILL
@@ -152,7 +153,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert state["epoch"] == 0  # only the first epoch was completed and saved
     resumed = run("crashed", -1, True)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout) == json.loads(full.stdout)
+    assert json.loads(resumed.stdout) == json.loads(json.dumps(full))
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "crashed" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
