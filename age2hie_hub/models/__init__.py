@@ -1,30 +1,34 @@
-"""Architectures (3D ResNet, SFCN, 2D slice ResNet-18), task heads, and importers of foreign weights."""
+"""Architectures (3D ResNet, SFCN, 2D slice ResNet-18), task heads, and importers of foreign weights.
+
+Names are imported lazily: `age2hie_hub.models.config` (plain data, read by config.json code and by the
+ONNX backend) must not pull in torch.
+"""
 from __future__ import annotations
 
-from age2hie_hub.models.config import HEADS, ModelConfig
-from age2hie_hub.models.heads import HEAD_ARGS, predict_outputs
-from age2hie_hub.models.importers import (
-    inflate_2d_to_3d,
-    load_imagenet_resnet18,
-    load_kinetics_r3d18,
-    load_sfcn_ukbiobank,
-)
-from age2hie_hub.models.net import Age2HieNet, replace_head
-from age2hie_hub.models.registry import arch_arg_names, build_backbone, build_model, list_models
+import importlib
+from typing import Any
 
-__all__ = [
-    "HEADS",
-    "HEAD_ARGS",
-    "Age2HieNet",
-    "ModelConfig",
-    "arch_arg_names",
-    "build_backbone",
-    "build_model",
-    "inflate_2d_to_3d",
-    "list_models",
-    "load_imagenet_resnet18",
-    "load_kinetics_r3d18",
-    "load_sfcn_ukbiobank",
-    "predict_outputs",
-    "replace_head",
-]
+from age2hie_hub.models.config import HEADS, ModelConfig
+
+_LAZY = {
+    "HEAD_ARGS": "heads",
+    "predict_outputs": "heads",
+    "inflate_2d_to_3d": "importers",
+    "load_imagenet_resnet18": "importers",
+    "load_kinetics_r3d18": "importers",
+    "load_sfcn_ukbiobank": "importers",
+    "Age2HieNet": "net",
+    "replace_head": "net",
+    "arch_arg_names": "registry",
+    "build_backbone": "registry",
+    "build_model": "registry",
+    "list_models": "registry",
+}
+
+__all__ = ["HEADS", "ModelConfig", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"age2hie_hub.models.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'age2hie_hub.models' has no attribute {name!r}")
