@@ -127,6 +127,7 @@ def make_hie_cohort(
     sites: Sequence[str | HIESite] | None = None,
     site_weights: Sequence[float] | None = None,
     adverse_rate: float = 0.47,
+    spacing: tuple[float, float, float] | None = None,
     *,
     workers: int = 1,
     progress: bool = False,
@@ -135,7 +136,8 @@ def make_hie_cohort(
     """Write ``n`` synthetic neonatal HIE cases in the BONBID-HIE layout to ``out_dir``:
     1ADC_ss/<case>-ADC_ss.mha, 2Z_ADC/Zmap_<case>-ADC_smooth2mm_clipped10.mha, 3LABEL/<case>_lesion.mha,
     outcomes.csv and synthetic_truth.json. Cases are split between ``sites`` by ``site_weights`` (default:
-    BCH 72 : MGH 84, as in BONBID-HIE); the outcome model's intercept is set for ``adverse_rate`` overall."""
+    BCH 72 : MGH 84, as in BONBID-HIE); the outcome model's intercept is set for ``adverse_rate`` overall.
+    ``spacing`` fixes every case's voxel size (default: drawn from each site's ranges)."""
     from age2hie_hub.synth import hie as hie_model
 
     _check_count(n)
@@ -154,7 +156,7 @@ def make_hie_cohort(
     jobs = []
     for site, count in zip(site_list, counts):
         for k in range(int(count)):
-            jobs.append((f"{site.name}SYN_{k + 1:03d}-VISIT_01", site, intercept, seeds[len(jobs) + 1]))
+            jobs.append((f"{site.name}SYN_{k + 1:03d}-VISIT_01", site, intercept, spacing, seeds[len(jobs) + 1]))
     params = {
         "kind": "hie_adc",
         "synthetic": True,
@@ -165,6 +167,7 @@ def make_hie_cohort(
         "sites": [s.to_dict() for s in site_list],
         "site_counts": {s.name: int(c) for s, c in zip(site_list, counts)},
         "adverse_rate_target": float(adverse_rate),
+        "spacing_override": list(spacing) if spacing else None,
         "outcome_model": {"intercept": intercept, "coefficients": hie_model.OUTCOME_COEF,
                           "clinical_sd": hie_model.CLINICAL_SD,
                           "logit": "intercept + burden*ln(1 + 100*lesion_fraction) + deep_gm*[bgt|near_total]"
@@ -175,7 +178,7 @@ def make_hie_cohort(
         "regions_mni_mm": hie_model.REGIONS,
         "scan_day_weights": hie_model.SCAN_DAY_WEIGHTS,
         "zmap": {"fwhm_mm": hie_model.ZMAP_FWHM_MM, "clip": hie_model.ZMAP_CLIP,
-                 "normative_sd": "0.10 x normative mean + 0.05e-3 mm^2/s"},
+                 "normative_sd": "0.08 x normative mean + 0.03e-3 mm^2/s"},
     }
 
     def write_tables(root: Path, truths: list[dict[str, Any]]) -> None:
@@ -210,8 +213,8 @@ def _hie_job(root: str, job: tuple) -> dict[str, Any]:
     from age2hie_hub.io import write_volume
     from age2hie_hub.synth.hie import synth_hie_case
 
-    case, site, intercept, seed = job
-    adc, zmap, lesion, truth = synth_hie_case(np.random.default_rng(seed), site, intercept=intercept)
+    case, site, intercept, spacing, seed = job
+    adc, zmap, lesion, truth = synth_hie_case(np.random.default_rng(seed), site, intercept=intercept, spacing=spacing)
     base = Path(root)
     write_volume(adc, base / "1ADC_ss" / f"{case}-ADC_ss.mha")
     write_volume(zmap, base / "2Z_ADC" / f"Zmap_{case}-ADC_smooth2mm_clipped10.mha")

@@ -48,7 +48,7 @@ LESION_FRACTION = {
     "bgt": ("log", 0.01, 0.10),
     "near_total": ("lin", 0.25, 0.60),
 }
-ADC_REDUCTION = (0.30, 0.55)  # peak fractional ADC drop in a lesion (acute restricted diffusion)
+ADC_REDUCTION = (0.35, 0.60)  # peak fractional ADC drop in a lesion (acute restricted diffusion)
 SCAN_DAY_WEIGHTS = (3, 8, 10, 10, 9, 7, 5, 4, 3, 2, 2, 1, 1, 1)  # postnatal days 1..14
 # Outcome: logit P(adverse) = intercept + b_burden*ln(1 + lesion %) + b_deep*[deep GM injured]
 #          + b_total*[near-total] + clinical, clinical ~ N(0, CLINICAL_SD) (unseen in the images).
@@ -160,7 +160,7 @@ def _zmap(adc: np.ndarray, normal: np.ndarray, mask: np.ndarray, spacing: tuple[
     sigma = [ZMAP_FWHM_MM / 2.3548 / s for s in spacing]
     smooth = ndimage.gaussian_filter(adc, sigma)
     mean = ndimage.gaussian_filter(normal, sigma)
-    sd = 0.10 * mean + 0.05e-3  # normative SD: 10 % of the mean plus a floor
+    sd = 0.08 * mean + 0.03e-3  # normative SD: 8 % of the mean plus a floor
     z = np.clip((smooth - mean) / sd, -ZMAP_CLIP, ZMAP_CLIP)
     return np.where(mask, z, 0.0).astype(np.float32)
 
@@ -258,7 +258,7 @@ def synth_hie_case(
         top = float(values.max())
         core = ((score - thr) / max(top - thr, 1e-6) * 3.0).clamp(0, 1)  # deeper inside: stronger drop
         rim = ((score / thr - 0.85) / 0.15).clamp(0, 1) * 0.4  # a thin penumbra just outside
-        drop = torch.where(lesion, 0.7 + 0.3 * core, rim * (score > 0.05)) * peak_drop
+        drop = torch.where(lesion, 0.8 + 0.2 * core, rim * (score > 0.05)) * peak_drop
     visible = pseudonormalisation(day)
     adc = healthy * (1.0 - drop * visible)
     noise = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
