@@ -376,6 +376,7 @@ def model_card_data(
     metrics = config.metrics if metrics is None else metrics
     rows = normalize_evaluation(metrics)
     tags = list(BASE_TAGS) + [t for t in release.get("tags", []) if t not in BASE_TAGS]
+    tags += [t for t in (config.task, config.model.arch) if t not in tags]  # findable by task and backbone
     if _synthetic(config):
         tags.append("synthetic-data")
     metric_ids = []

@@ -195,13 +195,13 @@ def test_model_card_metadata_and_hand_edits(tmp_path: Path) -> None:
     card = ModelCard.load(folder / "README.md")
     assert card.data.library_name == "age2hie-hub"
     assert "hie_outcome" in card.data.tags
-    assert "No evaluation is recorded" in card.text
+    assert "No evaluation was recorded" in card.text
     assert card_is_generated((folder / "README.md").read_text())
 
     # An unedited generated card follows the config (here: new metrics) ...
     config = CheckpointConfig(model=model.config, preprocess=PreprocessConfig(), metrics={"auc": 0.61})
     save_pretrained(model, folder, config)
-    assert "**auc**: `0.61`" in (folder / "README.md").read_text()
+    assert "| held-out |  |  |  | 0.610 |" in (folder / "README.md").read_text()
     # ... a hand-edited one is kept unless overwrite_card=True.
     edited = (folder / "README.md").read_text().replace("## Limitations", "## Limitations\n\nHand-written note.")
     (folder / "README.md").write_text(edited)
