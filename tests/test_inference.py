@@ -160,6 +160,12 @@ def test_predict_many_matches_predict_and_goes_on_after_failures(predictor, tmp_
     assert isinstance(tail[0], Prediction) and isinstance(tail[1], Exception)
 
 
+@pytest.mark.slow
+def test_predict_many_with_worker_processes(predictor, scan):
+    results = predictor.predict_many([scan, scan], batch_size=2, workers=1, executor="process", progress=False)
+    assert results[0].probability == pytest.approx(predictor.predict(scan).probability, abs=1e-5)
+
+
 def test_frozen_torch_graph_matches_eager(outcome_ckpt, scan):
     eager = Predictor.from_pretrained(outcome_ckpt, device="cpu", optimize="none")
     frozen = Predictor.from_pretrained(outcome_ckpt, device="cpu", optimize="frozen")

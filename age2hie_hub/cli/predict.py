@@ -109,11 +109,13 @@ def _list_models() -> int:
 
 
 def _say(text: str, err: bool = False) -> None:
-    """Print without breaking a progress bar that may be drawn on stderr."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(text, file=sys.stderr if err else sys.stdout)
-    (sys.stderr if err else sys.stdout).flush()
+    """Print without breaking a progress bar that may be drawn on stderr (tqdm is loaded only with a bar)."""
+    stream = sys.stderr if err else sys.stdout
+    if "tqdm" in sys.modules:
+        sys.modules["tqdm"].tqdm.write(text, file=stream)
+    else:
+        print(text, file=stream)
+    stream.flush()
 
 
 def _predict(predictor: Any, args: argparse.Namespace) -> int:

@@ -1,0 +1,280 @@
+"""Inference speed: per-stage times, forward share of the machine's peak float32 rate, cold CLI, predict_many.
+
+    python benchmarks/bench_inference.py [--model NAME_OR_FOLDER] [--device cpu|cuda] [--repeats N]
+
+Without --model a stand-in checkpoint is built with the training default architecture (resnet3d_10,
+width 0.25, 2 mm, 64x64x48) and random weights: speed does not depend on the weights. Every backend/batch
+configuration runs in a fresh process so that its peak memory (max RSS) is its own. Times are the minimum
+over repeats (the least-disturbed run: on a shared machine the median mostly measures the neighbours);
+the median is printed too. The load average at start and end is printed: read the table with it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BONBID_SHAPE = (192, 192, 40)  # a BCH-like case: 0.8 x 0.8 mm in-plane, 2.5 mm slices
+BONBID_SPACING = (0.8, 0.8, 2.5)
+PIPELINES = (("thread", 1), ("thread", 2), ("process", 2))  # predict_many background readers compared
+STAND_IN = {"arch": "resnet3d_10", "arch_args": {"in_channels": 1, "width": 0.25}, "head": "outcome"}
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times), statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# -- set-up -----------------------------------------------------------------------------------------------
+def make_inputs(folder: Path, n_scans: int) -> dict[str, str]:
+    """BONBID-sized ADC scans (.mha, 1e-6 mm^2/s integers) and one 4-volume DWI (.nii.gz + .bval/.bvec)."""
+    import nibabel as nib
+
+    from age2hie_hub.io import Volume, write_volume
+
+    affine = np.diag([*BONBID_SPACING, 1.0])
+    affine[:3, 3] = -np.array(BONBID_SHAPE) * np.array(BONBID_SPACING) / 2
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in BONBID_SHAPE], indexing="ij"))
+    r = np.sqrt((grid**2).sum(0))
+    # a ~105 x 105 x 85 mm neonatal brain with a CSF rim, inside the 154 x 154 x 100 mm field of view
+    adc = np.where(r < 0.62, 1.3e-3, 0.0) + np.where((r >= 0.62) & (r < 0.68), 3.0e-3, 0.0)
+    rng = np.random.default_rng(0)
+    scans = []
+    for i in range(n_scans):
+        noisy = adc * (1 + 0.05 * rng.standard_normal(adc.shape))
+        path = folder / f"case{i:02d}-ADC_ss.mha"
+        write_volume(Volume(np.round(noisy * 1e6).astype(np.float32), affine), path)
+        scans.append(str(path))
+    s0 = np.where(adc > 0, 1000.0, 0.0)
+    bvals = [0, 1000, 1000, 1000]
+    dwi = np.stack([s0] + [s0 * np.exp(-1000 * adc) for _ in range(3)], -1).astype(np.float32)
+    nib.save(nib.Nifti1Image(np.round(dwi).astype(np.int16), affine), str(folder / "dwi.nii.gz"))
+    (folder / "dwi.bval").write_text(" ".join(map(str, bvals)) + "\n")
+    (folder / "dwi.bvec").write_text("0 1 0 0\n0 0 1 0\n0 0 0 1\n")
+    return {"scans": scans, "dwi": str(folder / "dwi.nii.gz")}
+
+
+def make_stand_in(folder: Path) -> str:
+    import torch
+
+    from age2hie_hub.hub import CheckpointConfig, save_pretrained
+    from age2hie_hub.models import ModelConfig, build_model
+    from age2hie_hub.preprocess import PreprocessConfig
+
+    torch.manual_seed(0)
+    model_config = ModelConfig.from_dict(STAND_IN)
+    config = CheckpointConfig(
+        model=model_config, preprocess=PreprocessConfig(intensity="adc_fixed", clip=(0.0, 4.0)),
+        provenance={"synthetic": True, "training_data": "none: random weights for benchmarking"},
+    )
+    return str(save_pretrained(build_model(model_config).eval(), folder / "stand-in", config))
+
+
+def ensure_onnx(model: str) -> None:
+    from age2hie_hub.hub import from_pretrained
+    from age2hie_hub.hub.resolve import resolve_checkpoint
+    from age2hie_hub.onnx.export import export_onnx
+
+    folder = resolve_checkpoint(model).folder
+    if not (folder / "model.onnx").is_file():
+        export_onnx(from_pretrained(model, device="cpu"), folder / "model.onnx")
+
+
+# -- measurements (each in its own process) ---------------------------------------------------------------
+def peak_gflops(repeats: int, device: str) -> float:
+    import torch
+
+    n = 4096
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def mm() -> None:
+        torch.mm(a, b)
+        sync()
+
+    mm()
+    best, _ = timed(mm, repeats)
+    return 2 * n**3 / best / 1e9
+
+
+def model_gflop(model: str) -> float:
+    """Forward FLOPs per scan (convolutions and linear layers; 2 per multiply-add)."""
+    import torch
+
+    from age2hie_hub.hub import from_pretrained
+
+    net = from_pretrained(model, device="cpu")
+    total = [0]
+
+    def hook(mod, inp, out):
+        if isinstance(mod, torch.nn.Conv3d | torch.nn.Conv2d):
+            k = int(np.prod(mod.kernel_size))
+            total[0] += 2 * out.numel() * (mod.in_channels // mod.groups) * k
+        elif isinstance(mod, torch.nn.Linear):
+            total[0] += 2 * out.numel() * mod.in_features
+
+    for m in net.modules():
+        m.register_forward_hook(hook)
+    pre = net.checkpoint_config.preprocess
+    with torch.inference_mode():
+        net(torch.zeros(1, pre.channels, *pre.shape))
+    return total[0] / 1e9
+
+
+def stages(model: str, inputs: dict, repeats: int) -> dict[str, float]:
+    """Read, ADC, preprocess for one BONBID-sized scan (torch-free code paths)."""
+    from age2hie_hub.dwi import compute_adc
+    from age2hie_hub.hub.checkpoint import read_config
+    from age2hie_hub.hub.resolve import resolve_checkpoint
+    from age2hie_hub.inference.inputs import prepare
+    from age2hie_hub.io import read_volume
+
+    config = read_config(resolve_checkpoint(model).folder)
+    scan = inputs["scans"][0]
+    volume = read_volume(scan)
+    dwi = read_volume(inputs["dwi"])
+    out = {}
+    out["read"] = timed(lambda: read_volume(scan), repeats)
+    out["adc"] = timed(lambda: compute_adc(dwi), repeats)
+    out["preprocess"] = timed(lambda: prepare(volume, None, config), repeats)
+    return out
+
+
+def forward_run(model: str, backend: str, batch: int, device: str, inputs: dict, repeats: int) -> dict:
+    """Forward and end-to-end times for one backend at one batch size, in this (fresh) process."""
+    from age2hie_hub.inference import Predictor
+
+    predictor = Predictor.from_pretrained(model, backend=backend, device=device)
+    prepared = predictor.prepare(inputs["scans"][0])
+    x = np.stack([prepared.array] * batch)
+    predictor.backend.run(x)  # warm-up (and, for torch on CPU, the frozen graph's build on the 2nd call)
+    predictor.backend.run(x)
+    predictor.backend.run(x)
+    fwd = timed(lambda: predictor.backend.run(x), repeats)
+    result = {"forward": [t / batch for t in fwd], "device": predictor.backend.device}
+    if batch == 1:
+        result["total"] = timed(lambda: predictor.predict(inputs["scans"][0]), repeats)
+    else:
+        result["pipeline"] = {}
+        for executor, workers in PIPELINES:
+            predictor.predict_many(inputs["scans"], batch_size=batch, workers=workers, executor=executor, progress=False)
+            st = predictor.last_stats
+            result["pipeline"][f"{executor}x{workers}"] = {
+                "per_scan": st.wall_s / st.scans, "busy": st.forward_busy, "steady": st.steady_busy,
+                "startup": st.startup_s,
+            }
+        best = min(result["pipeline"].values(), key=lambda r: r["per_scan"])
+        result["total"] = (best["per_scan"], best["per_scan"])
+        result["busy"] = result["pipeline"][f"{PIPELINES[0][0]}x{PIPELINES[0][1]}"]["busy"]
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def cold_cli(model: str, scan: str, backend: str, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "age2hie_hub", scan, "--model", model, "--backend", backend, "-q", "--device", "cpu"],
+            check=True, capture_output=True,
+        )
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def worker(args: argparse.Namespace) -> None:
+    inputs = json.loads(args.inputs)
+    if args.worker == "peak":
+        out = {"gflops": peak_gflops(args.repeats, args.device), "model_gflop": model_gflop(args.model)}
+    elif args.worker == "stages":
+        out = stages(args.model, inputs, args.repeats)
+    else:
+        backend, batch = args.worker.split(":")
+        out = forward_run(args.model, backend, int(batch), args.device, inputs, args.repeats)
+    print(json.dumps(out))
+
+
+def spawn(args: argparse.Namespace, what: str, inputs: dict) -> dict:
+    cmd = [sys.executable, __file__, "--worker", what, "--model", args.model, "--device", args.device,
+           "--repeats", str(args.repeats), "--inputs", json.dumps(inputs)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="checkpoint to measure (default: a random-weight stand-in)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--scans", type=int, default=32, help="scans for the predict_many run")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--inputs", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
+        tmp_path = Path(tmp)
+        load0 = os.getloadavg()
+        inputs = make_inputs(tmp_path, args.scans)
+        args.model = args.model or make_stand_in(tmp_path)
+        ensure_onnx(args.model)
+        peak = spawn(args, "peak", inputs)
+        stage = spawn(args, "stages", inputs)
+        runs = {(b, n): spawn(args, f"{b}:{n}", inputs) for b in ("torch", "onnx") for n in (1, 8)}
+        cold = {b: cold_cli(args.model, inputs["scans"][0], b, 3) for b in ("onnx", "torch")}
+        load1 = os.getloadavg()
+
+    ms = lambda t: f"{t * 1000:7.0f}"  # noqa: E731
+    gf, peak_rate = peak["model_gflop"], peak["gflops"]
+    print(f"model {args.model}: {gf:.2f} GFLOP per scan; input BONBID-sized ADC {BONBID_SHAPE} at {BONBID_SPACING} mm")
+    print(f"peak float32 rate (4096^2 matmul, torch, {os.cpu_count()} cores): {peak_rate:.1f} GFLOP/s")
+    print(f"load average at start {load0[0]:.1f}, at end {load1[0]:.1f} ({os.cpu_count()} cores)\n")
+    print("per-scan times in ms, min (median) over repeats")
+    header = f"{'backend':<7} {'batch':>5} {'device':<22} {'read':>7} {'ADC':>7} {'prep':>7} {'forward':>15} " \
+             f"{'total':>15} {'GFLOP/s':>8} {'% peak':>6} {'busy':>5} {'max RSS':>8}"
+    print(header)
+    print("-" * len(header))
+    for (backend, batch), r in runs.items():
+        fwd_min, fwd_med = r["forward"]
+        tot_min, tot_med = r["total"]
+        rate = gf / fwd_min
+        busy = f"{r['busy'] * 100:4.0f}%" if "busy" in r else "    -"
+        print(f"{backend:<7} {batch:>5} {r['device']:<22} {ms(stage['read'][0])} {ms(stage['adc'][0])} "
+              f"{ms(stage['preprocess'][0])} {ms(fwd_min)} ({ms(fwd_med).strip():>5}) {ms(tot_min)} ({ms(tot_med).strip():>5}) "
+              f"{rate:8.1f} {100 * rate / peak_rate:5.0f}% {busy} {r['peak_rss_mb']:6.0f}MB")
+    print("\npredict_many pipeline (batch 8, %d scans): per-scan wall ms / forward busy / busy after the first batch"
+          % args.scans)
+    for (backend, batch), r in runs.items():
+        for name, pr in r.get("pipeline", {}).items():
+            print(f"  {backend:<6} {name:<10} {pr['per_scan'] * 1000:6.0f} ms  {pr['busy'] * 100:4.0f}%  "
+                  f"{pr['steady'] * 100:4.0f}%  (first batch ready after {pr['startup']:.2f} s)")
+    print("\nread: read_volume of the .mha; ADC: compute_adc of a 4-volume DWI (not part of 'total' for ADC input);")
+    print("prep: unit check + preprocess of a loaded volume; total: predict(path) at batch 1, predict_many of "
+          f"{args.scans} scans per scan at batch 8 (best reader set-up); busy: forward share of predict_many's wall time "
+          "(1 reader thread).")
+    for backend, times in cold.items():
+        print(f"cold `age2hie-predict --backend {backend}` on one scan: " + ", ".join(f"{t:.2f}" for t in times) + " s")
+
+
+if __name__ == "__main__":
+    main()
