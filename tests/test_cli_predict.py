@@ -127,3 +127,33 @@ def test_list_models_names_the_releases(capsys):
     assert main(["--list-models"]) == 0
     out = capsys.readouterr().out
     assert "age2hie" in out and "brain-age" in out
+
+
+def test_example_scan_is_small_synthetic_and_predictable(ckpt, capsys):
+    import nibabel as nib
+
+    from age2hie_hub.inference import example_scan
+
+    path = example_scan()
+    assert path.stat().st_size < 300_000
+    assert b"SYNTHETIC" in nib.load(str(path)).header["descrip"].tobytes()
+    truth = json.loads(path.with_name("synthetic_neonatal_adc.truth.json").read_text())
+    assert "not from a patient" in truth["SYNTHETIC"] and truth["ground_truth"]["outcome"] in (0, 1)
+    assert main(["--example", "--model", str(ckpt), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["source"] == str(path) and row["input_unit"] == "1e-6mm2/s"
+
+
+def test_bundled_default_model_runs_offline_on_the_example(capsys, monkeypatch):
+    from age2hie_hub.hub.resolve import BUNDLED_DIR
+
+    if not (BUNDLED_DIR / "age2hie" / "config.json").is_file():
+        pytest.skip(f"no bundled default model in {BUNDLED_DIR / 'age2hie'} yet")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a fresh install without network
+    assert main(["--example"]) == 0
+    captured = capsys.readouterr()
+    assert "P(adverse outcome)" in captured.out
+    from age2hie_hub.hub import read_config
+
+    if read_config(BUNDLED_DIR / "age2hie").provenance.get("synthetic"):
+        assert captured.err.count("trained on synthetic data only") == 1

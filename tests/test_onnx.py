@@ -60,18 +60,8 @@ def test_onnx_backend_matches_torch(exported, tmp_path):
     assert p.synthetic_model and p.label in ("favourable", "adverse")
 
 
-def _imports_torch(module: str) -> bool:
-    code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
-    return subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 1
-
-
 @pytest.mark.slow
 def test_onnx_backend_runs_with_torch_unavailable(exported, tmp_path):
-    if _imports_torch("age2hie_hub.models.config"):
-        # hub.config needs models.config, whose package __init__ imports torch eagerly (not this area's
-        # code). Everything else on the ONNX path must still be torch-free, which this xfail does not hide:
-        # it applies only while that import is the known cause.
-        pytest.xfail("age2hie_hub/models/__init__.py imports torch at import time (needs lazy exports)")
     folder, _ = exported
     scan = write_nifti(tmp_path / "scan.nii.gz", adc_array(), adc_affine())
     # torch made unimportable: any import of it on the ONNX path fails loudly with the importer's traceback.
@@ -131,3 +121,14 @@ def test_export_cli_prints_the_parity_check(tmp_path, capsys):
     assert main(["onnx", "--model", str(folder), "-q"]) == 0
     p = Predictor.from_pretrained(folder, backend="onnx").predict((adc_array(), adc_affine()))
     assert p.task == "brain_age" and p.age_unit == "weeks"
+
+
+@pytest.mark.slow
+def test_onnx_from_other_weights_is_refused(exported, tmp_path):
+    import shutil
+
+    folder, _ = exported
+    other = make_checkpoint(tmp_path / "other", seed=1)
+    shutil.copy(folder / "model.onnx", other / "model.onnx")  # a stale export beside new weights
+    with pytest.raises(CheckpointError, match="exported from other weights"):
+        Predictor.from_pretrained(other, backend="onnx")

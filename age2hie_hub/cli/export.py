@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _default_output(model: object, name: str) -> Path:
+    """model.onnx beside the weights for a local (or bundled) folder; never inside the Hub's cache."""
     source = getattr(model, "checkpoint_source", None)
-    folder = source.get("folder") if isinstance(source, dict) else getattr(source, "folder", None)
-    if folder is None or not Path(name).expanduser().is_dir():
-        raise ValueError(f"model {name!r} is not a local checkpoint folder; say where to write with -o FILE.onnx")
-    return Path(folder) / "model.onnx"
+    if source is None or getattr(source, "repo_id", None) is not None:
+        raise ValueError(f"model {name!r} came from the Hub cache; say where to write with -o FILE.onnx")
+    return Path(source.folder) / "model.onnx"
 
 
 def _onnx(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--second-channel", nargs="+", metavar="PATH", help="second-channel volume (e.g. Z-ADC), one per INPUT")
     p.add_argument("--output", "-o", metavar="FILE", help="write all results to FILE (.csv or .json), written only when complete")
     p.add_argument("--json", action="store_true", help="print one JSON object per scan instead of text")
+    p.add_argument("--example", action="store_true", help="also predict the synthetic example scan shipped with the package")
     p.add_argument("--list-models", action="store_true", help="list models that load without downloading, then exit")
     p.add_argument(
         "--grand-challenge", nargs=2, metavar=("INPUT_DIR", "OUTPUT_DIR"),
@@ -59,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (args.inputs or args.list_models or args.grand_challenge):
-        parser.error("give at least one INPUT (or --list-models, or --grand-challenge IN OUT)")
+    if not (args.inputs or args.example or args.list_models or args.grand_challenge):
+        parser.error("give at least one INPUT (or --example, --list-models, or --grand-challenge IN OUT)")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     if args.output and not args.output.lower().endswith((".csv", ".json")):
@@ -119,9 +120,10 @@ def _say(text: str, err: bool = False) -> None:
 
 
 def _predict(predictor: Any, args: argparse.Namespace) -> int:
+    from age2hie_hub.inference import example_scan
     from age2hie_hub.inference.sources import expand_sources
 
-    sources = expand_sources(args.inputs)
+    sources = expand_sources(args.inputs + ([str(example_scan())] if args.example else []))
     if args.second_channel is not None:
         if len(args.second_channel) != len(sources):
             raise ValueError(

@@ -4,7 +4,8 @@
 """
 from __future__ import annotations
 
+from age2hie_hub.inference.examples import example_scan
 from age2hie_hub.inference.prediction import Prediction
 from age2hie_hub.inference.predictor import Predictor
 
-__all__ = ["Predictor", "Prediction"]
+__all__ = ["Predictor", "Prediction", "example_scan"]

@@ -148,7 +148,7 @@ class Predictor:
         token: str | None, onnx_file: Any,
     ) -> "Predictor":
         # hub's resolver and config reader, never its loader: this path must not import torch.
-        from age2hie_hub.hub.checkpoint import ONNX_NAME, read_config
+        from age2hie_hub.hub.checkpoint import ONNX_NAME, WEIGHTS_NAME, read_config
         from age2hie_hub.hub.resolve import resolve_checkpoint
         from age2hie_hub.onnx.runtime import OnnxSession
 
@@ -166,6 +166,7 @@ class Predictor:
                 f"`age2hie-export onnx --model {name} -o {path}` or use --backend torch"
             )
         session = OnnxSession(path, device=device)
+        _check_onnx_matches_weights(session, folder / WEIGHTS_NAME, name)
         info = _source_info(name, source, config)
         info = ModelInfo(info.name, info.repo_id, info.revision, sha256_file(path), info.synthetic)
         return cls(session, config, info)
@@ -338,6 +339,21 @@ def _pool(executor: str, workers: int) -> Executor:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="age2hie-prep")
     # forkserver, not fork: forking a process that runs torch/ONNX Runtime thread pools can deadlock.
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+def _check_onnx_matches_weights(session: Any, weights: Path, name: str) -> None:
+    """Refuse a model.onnx exported from other weights than the checkpoint's model.safetensors."""
+    from age2hie_hub.onnx.runtime import WEIGHTS_KEY
+
+    exported_from = session.metadata.get(WEIGHTS_KEY)
+    if exported_from is None or not weights.is_file():
+        log.info("%s: cannot check that it matches %s (no record of its source weights)", session.path, weights)
+        return
+    if sha256_file(weights) != exported_from:
+        raise CheckpointError(
+            f"{session.path} was exported from other weights than {weights}; re-export it with "
+            f"`age2hie-export onnx --model {name} -o {session.path}`"
+        )
 
 
 class _NoBar:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from age2hie_hub.onnx.runtime import INPUT_NAME, OnnxSession
+from age2hie_hub.onnx.runtime import INPUT_NAME, WEIGHTS_KEY, OnnxSession
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,23 @@ def _relative(diff: np.ndarray, ref: np.ndarray, name: str) -> float:
     return float((diff / np.maximum(1.0, np.abs(ref))).max(initial=0.0))
 
 
+def _stamp(proto: object, model: torch.nn.Module, config: object | None) -> None:
+    """Record which weights and task the graph holds, so the ONNX backend can refuse a stale file."""
+    from age2hie_hub import __version__
+
+    source = getattr(model, "checkpoint_source", None)
+    meta = {
+        WEIGHTS_KEY: getattr(source, "sha256", None),
+        "age2hie.task": getattr(config, "task", None),
+        "age2hie.library_version": __version__,
+    }
+    del proto.metadata_props[:]  # type: ignore[attr-defined]
+    for key, value in meta.items():
+        if value is not None:
+            entry = proto.metadata_props.add()  # type: ignore[attr-defined]
+            entry.key, entry.value = key, str(value)
+
+
 def export_onnx(
     model: torch.nn.Module,
     path: str | os.PathLike[str],
@@ -142,6 +159,8 @@ def export_onnx(
                     opset_version=opset, dynamo=False,
                 )
         proto = onnx.load(str(tmp))
+        _stamp(proto, model, config)
+        onnx.save(proto, str(tmp))
         onnx.checker.check_model(proto, full_check=True)
         found = [o.name for o in proto.graph.output]
         if found != list(keys):

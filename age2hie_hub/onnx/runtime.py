@@ -20,6 +20,7 @@ from age2hie_hub.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "volume"
+WEIGHTS_KEY = "age2hie.weights_sha256"  # metadata: sha256 of the model.safetensors the graph was exported from
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -98,6 +99,7 @@ class OnnxSession:
             )
         self.input_shape = tuple(inputs[0].shape)  # e.g. ('batch', 1, 64, 64, 48)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         log.info("ONNX Runtime session on %s for %s", self.provider, self.path)
 
     @property
