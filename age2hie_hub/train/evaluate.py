@@ -71,8 +71,8 @@ def run_grid(cohort: Cohort, files: list[Path], methods: Sequence[MethodConfig],
         for split in lc_splits:
             subsets = learning_curve_subsets(split.train, strata, learning_curve.sizes, seed=split.seed)
             for size, train in subsets.items():
-                if size == split.train.size:
-                    continue  # identical to the protocol's own full-size row, reused below
+                if size == split.train.size and learning_curve.protocol in protocols:
+                    continue  # identical to the protocol's own full-size row, which the curve reuses
                 jobs += [(m, split, size, train) for m in methods]
     rows = []
     bar = tqdm(jobs, desc="grid", disable=not (progress and D.rank() == 0))

@@ -37,6 +37,11 @@ def run_experiment(cfg: ExperimentConfig, *, evaluate_only: bool = False) -> dic
         # Methods starting from "the" brain-age checkpoint without naming one use the one just trained.
         methods = [dataclasses.replace(m, weights=pre_out["checkpoint"]) if m.init == "checkpoint" and not m.weights
                    else m for m in methods]
+    elif cfg.pretrain is not None:
+        # evaluate: use the brain-age checkpoint an earlier `experiment`/`pretrain` run wrote.
+        ckpt = str(Path(cfg.pretrain.run_dir) / "checkpoint")
+        methods = [dataclasses.replace(m, weights=ckpt) if m.init == "checkpoint" and not m.weights else m
+                   for m in methods]
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
