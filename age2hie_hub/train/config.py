@@ -33,7 +33,9 @@ class MethodConfig:
 
     name: str = "transfer"
     init: str = "checkpoint"
-    weights: str = ""  # checkpoint folder / hub name, or a foreign weights file
+    # checkpoint folder / hub name, or a foreign weights file; in an experiment, "" with init "checkpoint"
+    # means the brain-age checkpoint of the experiment's own pretrain stage
+    weights: str = ""
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields; empty = the parent's architecture
     stages: tuple[str, ...] = ("refine", "finetune")
 
@@ -111,7 +113,7 @@ class ExperimentConfig:
     pretrain: PretrainConfig | None = None  # None: use the checkpoint named in the methods
     transfer: TransferConfig = field(default_factory=TransferConfig)  # target data + stage settings
     methods: tuple[MethodConfig, ...] = (
-        MethodConfig("transfer", "checkpoint", "runs/pretrain/checkpoint"),
+        MethodConfig("transfer", "checkpoint", ""),  # "": the checkpoint of this experiment's pretrain stage
         MethodConfig("scratch", "scratch", stages=("scratch",)),
     )
     protocols: tuple[str, ...] = ("same_site", "multi_site", "cross_site")
