@@ -233,9 +233,9 @@ def _challenge(predictor: Any, input_dir: Path, output_dir: Path, args: argparse
     if predictor.config.task != "hie_outcome":
         raise ValueError(f"--grand-challenge needs an HIE outcome model; {args.model!r} is a {predictor.config.task} model")
     adc = _one_mha(input_dir / CHALLENGE_ADC)
-    z_folder = input_dir / CHALLENGE_ZADC
-    z_adc = _one_mha(z_folder) if predictor.config.preprocess.channels > 1 or z_folder.is_dir() else None
-    prediction = predictor.predict(adc, second_channel=z_adc if predictor.config.preprocess.channels > 1 else None)
+    # The Z-ADC map is always provided; only a two-channel (ADC + Z-ADC) model reads it.
+    z_adc = _one_mha(input_dir / CHALLENGE_ZADC) if predictor.config.preprocess.channels > 1 else None
+    prediction = predictor.predict(adc, second_channel=z_adc)
     outcome = int(prediction.label == predictor.config.labels[1])
     write_atomic(output_dir / CHALLENGE_OUTPUT, json.dumps(outcome) + "\n")
     _emit(prediction, {**prediction.to_dict(), "status": "ok", "error": None, "outcome": outcome}, args)
