@@ -27,7 +27,7 @@ POSE_ROTATION_SD_DEG = 6.0
 POSE_TRANSLATION_SD_MM = 4.0
 
 # Healthy term-neonate ADC, 1e-3 mm^2/s: (mean, between-subject SD). Unmyelinated WM is higher than GM.
-TISSUE_ADC = {"wm": (1.50, 0.08), "cortex": (1.12, 0.06), "deep_gm": (1.02, 0.05), "csf": (3.0, 0.10)}
+TISSUE_ADC = {"wm": (1.45, 0.08), "cortex": (1.09, 0.06), "deep_gm": (1.00, 0.05), "csf": (3.0, 0.10)}
 
 # Soft ellipsoids in MNI mm, mirrored left/right: (|x|, y, z) centre, radii.
 REGIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -310,7 +310,8 @@ def synth_hie_case(
     }
     meta = {"synthetic": True}
     out = []
-    for data, extra in ((stored, {"units": f"mm2/s*{site.adc_scale:g}", "modality": "ADC"}),
+    # No unit tag on the ADC: real BONBID-HIE files carry none, so readers must cope (truth has adc_scale).
+    for data, extra in ((stored, {"modality": "ADC"}),
                         (zmap, {"modality": "Z-ADC"}),
                         (lesion_np.astype(np.float32), {"modality": "lesion"})):
         d, a = reorient(data, affine, "LPS")

@@ -76,7 +76,7 @@ HIE_SITES: dict[str, HIESite] = {
         noise=0.04, round_values=True,
     ),
     "MGH": HIESite(
-        "MGH", adc_scale=1.46e6, inplane_mm=(1.2, 2.0), slice_mm=(2.6, 3.0), coverage_mm=(69.0, 110.0),
+        "MGH", adc_scale=1.43e6, inplane_mm=(1.2, 2.0), slice_mm=(2.6, 3.0), coverage_mm=(69.0, 110.0),
         fov_mm=(140.0, 180.0),
         pattern_mix={"none": 0.30, "punctate_wm": 0.22, "watershed": 0.28, "bgt": 0.13, "near_total": 0.07},
         noise=0.05, round_values=False,
