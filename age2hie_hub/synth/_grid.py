@@ -43,9 +43,10 @@ def pullback_grid(
 ) -> torch.Tensor:
     """grid_sample grid (1, X, Y, Z, 3) for output voxels mapped by the 4x4 ``out_to_in`` (output voxel ->
     input voxel), plus an optional displacement (3, X, Y, Z) in input voxels."""
-    def to_norm(n):  # voxel index -> [-1, 1] (align_corners=True)
-        return np.diag([2.0 / (k - 1) for k in n] + [1.0]) @ np.array(
-            [[1, 0, 0, -1], [0, 1, 0, -1], [0, 0, 1, -1], [0, 0, 0, 1]], dtype=np.float64)
+    def to_norm(n):  # voxel index -> [-1, 1] (align_corners=True): u = 2 i / (n - 1) - 1
+        m = np.diag([2.0 / (k - 1) for k in n] + [1.0])
+        m[:3, 3] = -1.0
+        return m
 
     from_norm = np.linalg.inv(to_norm(out_shape))
     t = to_norm(in_shape) @ np.asarray(out_to_in, dtype=np.float64) @ from_norm

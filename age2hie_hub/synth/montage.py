@@ -69,17 +69,28 @@ def _t1_figure(plt, root: Path, k: int):
 
     with open(root / "participants.tsv", newline="") as f:
         rows = sorted(csv.DictReader(f, delimiter="\t"), key=lambda r: float(r["age"]))
-    rows = _spread(rows, k)
     if not rows:
         raise ValueError(f"{root}/participants.tsv lists no subjects")
+    # Ages evenly spaced on a log(1 + age) scale: the first years change the most.
+    ages = np.array([float(r["age"]) for r in rows])
+    targets = np.expm1(np.linspace(np.log1p(ages.min()), np.log1p(ages.max()), min(k, len(rows))))
+    picked: list[int] = []
+    for t in targets:
+        order = np.argsort(np.abs(ages - t), kind="stable")
+        picked.append(int(next(i for i in order if i not in picked)))
+    rows = [rows[i] for i in sorted(picked)]
     fig, axes = plt.subplots(3, len(rows), figsize=(2.0 * len(rows), 6.6), squeeze=False)
     for col, row in enumerate(rows):
         sub = row["participant_id"]
         vol = read_volume(root / sub / "anat" / f"{sub}_T1w.nii.gz")
         d = _ras(vol)
         vmax = float(np.percentile(d[d > 0], 99.5)) if (d > 0).any() else 1.0
-        x, y, z = (n // 2 for n in d.shape)
-        for r, (img, asp) in enumerate(((d[:, :, z + d.shape[2] // 12], _aspect(vol, 0, 1)),
+        # Slices through the head's centre (not the grid's): heads differ in size and position.
+        head = np.argwhere(d > 0.2 * vmax)
+        lo, hi = head.min(0), head.max(0)
+        x, y = ((lo[:2] + hi[:2]) // 2).tolist()
+        z = int(lo[2] + 0.6 * (hi[2] - lo[2]))  # axial through the lateral ventricles
+        for r, (img, asp) in enumerate(((d[:, :, z], _aspect(vol, 0, 1)),
                                         (d[:, y, :], _aspect(vol, 0, 2)), (d[x, :, :], _aspect(vol, 1, 2)))):
             ax = axes[r, col]
             ax.imshow(img.T, origin="lower", cmap="gray", vmin=0, vmax=vmax, aspect=asp)
@@ -132,7 +143,7 @@ def _hie_figure(plt, root: Path, k: int):
         axes[0, col].set_title(label, color="white", fontsize=7)
         for r in range(2):
             axes[r, col].axis("off")
-    axes[1, 0].set_title("Z-ADC", color="white", fontsize=7)
+    axes[1, 0].set_title("Z-ADC (red: low)", color="white", fontsize=7)
     fig.suptitle("SYNTHETIC neonatal HIE cohort (age2hie_hub.synth) - ADC with lesion outline, Z-ADC",
                  color="white", fontsize=10)
     fig.tight_layout()
