@@ -1,7 +1,6 @@
 """`Predictor`: a checkpoint plus a backend (torch or ONNX Runtime); volumes in, `Prediction`s out."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -68,14 +67,6 @@ class RunStats:
         """Share of the wall time after the first batch was ready that was spent in the forward pass."""
         steady = self.wall_s - self.startup_s
         return self.forward_s / steady if steady > 0 else 0.0
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_synthetic(provenance: dict[str, Any]) -> bool:
@@ -148,7 +139,7 @@ class Predictor:
         token: str | None, onnx_file: Any,
     ) -> "Predictor":
         # hub's resolver and config reader, never its loader: this path must not import torch.
-        from age2hie_hub.hub.checkpoint import ONNX_NAME, WEIGHTS_NAME, read_config
+        from age2hie_hub.hub.checkpoint import ONNX_NAME, WEIGHTS_NAME, file_sha256, read_config
         from age2hie_hub.hub.resolve import resolve_checkpoint
         from age2hie_hub.onnx.runtime import OnnxSession
 
@@ -168,7 +159,7 @@ class Predictor:
         session = OnnxSession(path, device=device)
         _check_onnx_matches_weights(session, folder / WEIGHTS_NAME, name)
         info = _source_info(name, source, config)
-        info = ModelInfo(info.name, info.repo_id, info.revision, sha256_file(path), info.synthetic)
+        info = ModelInfo(info.name, info.repo_id, info.revision, file_sha256(path), info.synthetic)
         return cls(session, config, info)
 
     # -- prediction -----------------------------------------------------------------------------------
@@ -343,13 +334,14 @@ def _pool(executor: str, workers: int) -> Executor:
 
 def _check_onnx_matches_weights(session: Any, weights: Path, name: str) -> None:
     """Refuse a model.onnx exported from other weights than the checkpoint's model.safetensors."""
+    from age2hie_hub.hub.checkpoint import file_sha256
     from age2hie_hub.onnx.runtime import WEIGHTS_KEY
 
     exported_from = session.metadata.get(WEIGHTS_KEY)
     if exported_from is None or not weights.is_file():
         log.info("%s: cannot check that it matches %s (no record of its source weights)", session.path, weights)
         return
-    if sha256_file(weights) != exported_from:
+    if file_sha256(weights) != exported_from:
         raise CheckpointError(
             f"{session.path} was exported from other weights than {weights}; re-export it with "
             f"`age2hie-export onnx --model {name} -o {session.path}`"
