@@ -132,3 +132,26 @@ def test_onnx_from_other_weights_is_refused(exported, tmp_path):
     shutil.copy(folder / "model.onnx", other / "model.onnx")  # a stale export beside new weights
     with pytest.raises(CheckpointError, match="exported from other weights"):
         Predictor.from_pretrained(other, backend="onnx")
+
+
+@pytest.mark.slow
+def test_hub_checkpoint_with_onnx_runs_both_backends_and_pins_the_commit(exported, tmp_path, monkeypatch):
+    """push_to_hub a folder holding model.onnx to the local Hub test server, then load it by name."""
+    from hub_server import HubServer
+
+    from age2hie_hub.hub import push_to_hub
+
+    folder, _ = exported
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+        for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        commit = push_to_hub(folder, "lab/age2hie-tiny", token=hub.token).oid
+        scan = (adc_array(), adc_affine())
+        via_onnx = Predictor.from_pretrained("hf-hub:lab/age2hie-tiny", backend="onnx").predict(scan)
+        via_torch = Predictor.from_pretrained("hf-hub:lab/age2hie-tiny", device="cpu").predict(scan)
+    for p in (via_onnx, via_torch):
+        assert (p.model, p.repo_id, p.revision) == ("hf-hub:lab/age2hie-tiny", "lab/age2hie-tiny", commit)
+    assert via_onnx.weights_sha256 == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    assert via_onnx.probability == pytest.approx(via_torch.probability, abs=1e-4)

@@ -10,13 +10,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from age2hie_hub.errors import Age2HieError, CheckpointError
 from age2hie_hub.inference.inputs import PreparedInput, describe, prepare
 from age2hie_hub.inference.prediction import Prediction
+
+if TYPE_CHECKING:
+    from age2hie_hub.hub.config import CheckpointConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +76,6 @@ def is_synthetic(provenance: dict[str, Any]) -> bool:
     return bool(provenance.get("synthetic", False))
 
 
-def _source_info(name: str, source: Any, config: Any) -> ModelInfo:
-    """ModelInfo from hub's `checkpoint_source` (a dataclass or a dict)."""
-    get = source.get if isinstance(source, dict) else (lambda k, d=None: getattr(source, k, d))
-    return ModelInfo(
-        name=name,
-        repo_id=get("repo_id"),
-        revision=get("commit") or get("revision"),  # the exact commit when the Hub told us one
-        weights_sha256=get("sha256"),
-        synthetic=is_synthetic(config.provenance),
-    )
-
-
 class Predictor:
     """Run one checkpoint on scans. Build with `Predictor.from_pretrained(name, backend=..., device=...)`.
 
@@ -92,9 +83,9 @@ class Predictor:
     a nibabel image or an (array, affine) pair; the checkpoint's own preprocessing is applied.
     """
 
-    def __init__(self, backend: Backend, config: Any, model: ModelInfo) -> None:
+    def __init__(self, backend: Backend, config: CheckpointConfig, model: ModelInfo) -> None:
         self.backend = backend
-        self.config = config  # CheckpointConfig
+        self.config = config
         self.model_info = model
         self.last_stats = RunStats()
 
@@ -129,8 +120,14 @@ class Predictor:
             name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
             device=str(resolve_device(device)),
         )
-        config = model.checkpoint_config
-        info = _source_info(name, getattr(model, "checkpoint_source", {}), config)
+        config, source = model.checkpoint_config, model.checkpoint_source
+        info = ModelInfo(
+            name=name,
+            repo_id=source.repo_id,
+            revision=source.commit or source.revision,  # the exact commit when the Hub told us one
+            weights_sha256=source.sha256,
+            synthetic=is_synthetic(config.provenance),
+        )
         return cls(TorchBackend(model, device=device, optimize=optimize), config, info)
 
     @classmethod
@@ -149,7 +146,6 @@ class Predictor:
         )
         folder, parsed = resolved.folder, resolved.parsed
         config = read_config(folder)
-        source = {"repo_id": parsed.repo_id, "revision": parsed.revision, "commit": resolved.commit}
         path = Path(onnx_file) if onnx_file else folder / ONNX_NAME
         if not path.is_file():
             raise CheckpointError(
@@ -158,8 +154,13 @@ class Predictor:
             )
         session = OnnxSession(path, device=device)
         _check_onnx_matches_weights(session, folder / WEIGHTS_NAME, name)
-        info = _source_info(name, source, config)
-        info = ModelInfo(info.name, info.repo_id, info.revision, file_sha256(path), info.synthetic)
+        info = ModelInfo(
+            name=name,
+            repo_id=parsed.repo_id,
+            revision=resolved.commit or ((parsed.revision or "main") if parsed.repo_id else None),
+            weights_sha256=file_sha256(path),
+            synthetic=is_synthetic(config.provenance),
+        )
         return cls(session, config, info)
 
     # -- prediction -----------------------------------------------------------------------------------
