@@ -94,6 +94,14 @@ def test_unusual_spacing_and_out_of_range_values_warn(predictor):
     assert any("outside the training range" in w for w in bright.warnings)
 
 
+def test_adc_outside_brain_values_warns_without_a_recorded_range(tmp_path):
+    predictor = Predictor.from_pretrained(make_checkpoint(tmp_path / "m"), device="cpu", optimize="none")
+    assert predictor.predict((adc_array(), adc_affine())).warnings == ()
+    # declared as mm^2/s but stored in 1e-3 mm^2/s: a unit error the value check catches
+    wrong = predictor.predict(Volume(adc_array(scale=1e3), adc_affine(), {"units": "mm2/s"}))
+    assert any("outside the range of brain ADC" in w for w in wrong.warnings)
+
+
 def test_two_channel_model_needs_the_second_channel(tmp_path):
     folder = make_checkpoint(tmp_path / "two", channels=2)
     predictor = Predictor.from_pretrained(folder, device="cpu")
@@ -124,10 +132,13 @@ def test_dwi_series_is_turned_into_adc_first(predictor):
 
 
 def test_brain_age_model_reports_age_with_unit(tmp_path):
-    predictor = Predictor.from_pretrained(make_checkpoint(tmp_path / "age", head="age_softbin"), device="cpu")
+    folder = make_checkpoint(tmp_path / "age", head="age_softbin", training_range={"age": [20.0, 30.0]})
+    predictor = Predictor.from_pretrained(folder, device="cpu")
     p = predictor.predict((adc_array(), adc_affine()))
     assert p.task == "brain_age" and p.probability is None and p.label is None
     assert 0.0 <= p.age <= 16.0 and p.age_sd > 0 and p.age_unit == "weeks"
+    # the soft-bin head covers 0-16 weeks, the (declared) training ages 20-30: flagged as extrapolation
+    assert any("outside the training ages [20, 30]" in w for w in p.warnings)
 
 
 def test_bad_inputs_say_what_is_wrong(predictor, tmp_path):

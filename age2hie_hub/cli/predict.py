@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -129,7 +130,7 @@ def _predict(predictor: Any, args: argparse.Namespace) -> int:
             raise ValueError(
                 f"{len(sources)} scans but {len(args.second_channel)} --second-channel volumes; give one per scan"
             )
-        sources = [type(s)(s.path, second, s.error) for s, second in zip(sources, args.second_channel)]
+        sources = [dataclasses.replace(s, second_channel=second) for s, second in zip(sources, args.second_channel)]
     rows: list[dict[str, Any] | None] = [None] * len(sources)
     usable = [i for i, s in enumerate(sources) if s.error is None]
     for i, s in enumerate(sources):

@@ -17,8 +17,11 @@ from age2hie_hub.io.volume import Volume
 
 log = logging.getLogger(__name__)
 
-# Used when a checkpoint records no training range: voxel sizes outside this look like a header error.
+# Used when a checkpoint records no training range. Voxel sizes outside this look like a header error; a
+# median ADC of the positive voxels outside this (mm^2/s) is not brain tissue and CSF as scanned (adult
+# tissue ~0.8e-3, neonatal white matter ~1.6e-3, CSF ~3e-3): a wrong unit, a non-ADC image, or no skull strip.
 DEFAULT_SPACING_MM = (0.2, 8.0)
+DEFAULT_ADC_MM2S = (4e-4, 3.5e-3)
 ADC_MODALITIES = ("ADC",)
 
 
@@ -99,18 +102,23 @@ def check_volume(volume: Volume, modality: str, training_range: dict[str, Any], 
         )
     key = "adc_mm2s" if modality in ADC_MODALITIES else f"{modality.lower().replace('-', '_')}_values"
     if key in training_range:
-        data = volume.data
-        foreground = data[data > 0] if modality in ADC_MODALITIES else data[data != 0]
-        if foreground.size == 0:
-            warnings.append(f"{name}: no non-zero voxels; the scan looks empty")
-        else:
-            median = float(np.median(foreground))
-            if not _in_range(median, training_range[key]):
-                lo, hi = training_range[key]
-                warnings.append(
-                    f"{name}: median {modality} {median:.4g} is outside the training range "
-                    f"[{lo:.4g}, {hi:.4g}]; the prediction may be unreliable"
-                )
+        bounds, what = training_range[key], "the training range"
+    elif modality in ADC_MODALITIES:
+        bounds, what = DEFAULT_ADC_MM2S, "the range of brain ADC"
+    else:
+        return warnings
+    data = volume.data
+    foreground = data[data > 0] if modality in ADC_MODALITIES else data[data != 0]
+    if foreground.size == 0:
+        warnings.append(f"{name}: no non-zero voxels; the scan looks empty")
+        return warnings
+    median = float(np.median(foreground))
+    if not _in_range(median, bounds):
+        lo, hi = bounds
+        warnings.append(
+            f"{name}: median {modality} {median:.4g} is outside {what} [{lo:.4g}, {hi:.4g}]; "
+            "the prediction may be unreliable"
+        )
     return warnings
 
 

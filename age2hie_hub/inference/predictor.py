@@ -290,6 +290,7 @@ class Predictor:
     def _prediction(self, item: PreparedInput, out: dict[str, np.ndarray]) -> Prediction:
         cfg, info = self.config, self.model_info
         fields: dict[str, Any] = {"label": None, "threshold": None}
+        extra_warnings: list[str] = []
         if cfg.task == "hie_outcome":
             p = float(out["probability"])
             fields.update(probability=p, threshold=float(cfg.threshold),
@@ -298,6 +299,13 @@ class Predictor:
             fields.update(age=float(out["age"]), age_unit=cfg.age_unit)
             if "age_sd" in out:
                 fields["age_sd"] = float(out["age_sd"])
+            if "age" in cfg.training_range:
+                lo, hi = (float(v) for v in cfg.training_range["age"])
+                if not lo <= fields["age"] <= hi:
+                    extra_warnings.append(
+                        f"predicted age {fields['age']:.1f} {cfg.age_unit} is outside the training ages "
+                        f"[{lo:g}, {hi:g}]: extrapolation"
+                    )
         elif cfg.task == "classification":
             probs = np.asarray(out["probabilities"], dtype=float).ravel()
             fields.update(probabilities=tuple(probs.tolist()), label=cfg.labels[int(np.argmax(probs))])
@@ -320,7 +328,7 @@ class Predictor:
             orientation_changed=item.orientation_changed,
             input_unit=item.input_unit,
             unit_guessed=item.unit_guessed,
-            warnings=item.warnings,
+            warnings=item.warnings + tuple(extra_warnings),
             notes=item.notes,
             **fields,
         )
