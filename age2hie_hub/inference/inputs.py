@@ -79,12 +79,6 @@ def to_volume(x: Any, what: str = "input") -> Volume:
     )
 
 
-def orientation_codes(affine: np.ndarray) -> str:
-    from nibabel.orientations import aff2axcodes
-
-    return "".join(aff2axcodes(affine))
-
-
 def _in_range(value: float, bounds: Any) -> bool:
     lo, hi = (float(b) for b in bounds)
     return lo <= value <= hi
@@ -149,15 +143,20 @@ def _as_channel(volume: Volume, modality: str, name: str) -> tuple[Volume, str |
     return volume, unit, guessed, notes
 
 
+def _source(x: Any, volume: Volume) -> str | None:
+    """The path a channel came from: as the user gave it, else what the reader recorded."""
+    return str(x) if isinstance(x, (str, os.PathLike)) else volume.source
+
+
 def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
     """Read, check and preprocess one scan for a checkpoint (`config`: its CheckpointConfig)."""
     from age2hie_hub.preprocess import preprocess
+    from age2hie_hub.preprocess.orient import orientation_codes
 
-    source = describe(x) if isinstance(x, (str, os.PathLike)) else None
     modalities = tuple(config.input_modalities)
     training_range = dict(config.training_range or {})
     first = to_volume(x, "input")
-    source = source or first.source
+    source = _source(x, first)
     name = Path(source).name if source else "input"
     input_shape, input_spacing = first.shape, first.spacing
     orientation = orientation_codes(first.affine)
@@ -172,9 +171,8 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
                 f"{modalities[1]} volume as second_channel= (CLI: --second-channel)"
             )
         second = to_volume(second_channel, "second_channel")
-        second_name = Path(describe(second_channel)).name if isinstance(second_channel, (str, os.PathLike)) else (
-            second.source or "second channel"
-        )
+        second_source = _source(second_channel, second)
+        second_name = Path(second_source).name if second_source else "second channel"
         second, _, _, second_notes = _as_channel(second, modalities[1], second_name)
         warnings += list(second.metadata.get("warnings") or ()) + check_volume(
             second, modalities[1], training_range, second_name
