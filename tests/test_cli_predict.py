@@ -157,3 +157,18 @@ def test_bundled_default_model_runs_offline_on_the_example(capsys, monkeypatch):
 
     if read_config(BUNDLED_DIR / "age2hie").provenance.get("synthetic"):
         assert captured.err.count("trained on synthetic data only") == 1
+
+
+@pytest.mark.slow
+def test_auto_backend_uses_the_onnx_export_when_present(tmp_path, scans, capsys):
+    from age2hie_hub.hub import from_pretrained
+    from age2hie_hub.onnx.export import export_onnx
+
+    folder = make_checkpoint(tmp_path / "m")
+    assert main([str(scans[0]), "--model", str(folder), "--json"]) == 0
+    via_torch = json.loads(capsys.readouterr().out)
+    export_onnx(from_pretrained(folder), folder / "model.onnx", exporter="torchscript")
+    assert main([str(scans[0]), "--model", str(folder), "--json"]) == 0
+    via_onnx = json.loads(capsys.readouterr().out)
+    assert (via_torch["backend"], via_onnx["backend"]) == ("torch", "onnx")
+    assert via_onnx["probability"] == pytest.approx(via_torch["probability"], abs=1e-4)

@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="scans to predict")
     p.add_argument("--model", default="age2hie", help="alias, hf-hub:org/name[@rev] or checkpoint folder (default: age2hie)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend (default: torch)")
+    p.add_argument(
+        "--backend", choices=("auto", "torch", "onnx"), default="auto",
+        help="inference backend (default: auto = onnx when the checkpoint has a model.onnx, else torch)",
+    )
     p.add_argument("--onnx-file", metavar="PATH", help="ONNX file to use instead of the checkpoint's model.onnx")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA if present)")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="scans per forward pass (default: 4)")
@@ -89,10 +92,25 @@ def _run(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> Any:
     from age2hie_hub.inference import Predictor
 
+    backend = args.backend
+    if backend == "auto":
+        # ONNX Runtime starts in ~1 s where importing torch alone takes ~4 s, and the export was checked
+        # against torch (<= 1e-4) when it was written; without an export, torch.
+        backend = "onnx" if args.onnx_file or _has_onnx_export(args) else "torch"
     return Predictor.from_pretrained(
-        args.model, backend=args.backend, device=args.device, revision=args.revision,
+        args.model, backend=backend, device=args.device, revision=args.revision,
         local_files_only=args.local_files_only, onnx_file=args.onnx_file,
     )
+
+
+def _has_onnx_export(args: argparse.Namespace) -> bool:
+    from age2hie_hub.hub.checkpoint import ONNX_NAME
+    from age2hie_hub.hub.resolve import resolve_checkpoint
+
+    folder = resolve_checkpoint(
+        args.model, revision=args.revision, local_files_only=args.local_files_only, include_onnx=True
+    ).folder
+    return (folder / ONNX_NAME).is_file()
 
 
 def _list_models() -> int:
