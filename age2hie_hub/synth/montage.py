@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from age2hie_hub.synth.cohort import OUTCOME_FILE, TRUTH_FILE
+from age2hie_hub.synth.cohort import OUTCOME_FILE
 
 
 def _ras(volume) -> np.ndarray:
