@@ -9,12 +9,11 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from age2hie_hub._atomic import write_text_atomic
 from age2hie_hub.cli._common import EXIT_ERROR, EXIT_OK, add_verbosity, run_main, setup_logging
 
 PROG = "age2hie-predict"
@@ -222,21 +221,9 @@ def _write_results(path: Path, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             writer.writerow({**row, "warnings": "; ".join(row.get("warnings") or ())})
         text = buf.getvalue()
-    write_atomic(path, text)
+    write_text_atomic(path, text)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write beside the target, then rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _one_mha(folder: Path) -> Path:
@@ -256,7 +243,7 @@ def _challenge(predictor: Any, input_dir: Path, output_dir: Path, args: argparse
     z_adc = _one_mha(input_dir / CHALLENGE_ZADC) if predictor.config.preprocess.channels > 1 else None
     prediction = predictor.predict(adc, second_channel=z_adc)
     outcome = int(prediction.label == predictor.config.labels[1])
-    write_atomic(output_dir / CHALLENGE_OUTPUT, json.dumps(outcome) + "\n")
+    write_text_atomic(output_dir / CHALLENGE_OUTPUT, json.dumps(outcome) + "\n")
     _emit(prediction, {**prediction.to_dict(), "status": "ok", "error": None, "outcome": outcome}, args)
     return EXIT_OK
 

@@ -10,13 +10,12 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import subprocess
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from age2hie_hub._atomic import publish, temp_sibling
 from age2hie_hub.errors import CheckpointError
 from age2hie_hub.hub.card import build_model_card, card_is_generated
 from age2hie_hub.hub.config import CheckpointConfig
@@ -188,8 +187,6 @@ def save_pretrained(
         config_tmp = _temp_path(folder, CONFIG_NAME)
         staged.append((config_tmp, folder / CONFIG_NAME))
         config_tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        # safetensors creates files 0600; give the weights the umask-based mode Python gave config.json.
-        os.chmod(weights_tmp, stat.S_IMODE(config_tmp.stat().st_mode))
 
         card_path = folder / CARD_NAME
         if overwrite_card or not card_path.exists() or card_is_generated(card_path.read_text(encoding="utf-8")):
@@ -205,7 +202,7 @@ def save_pretrained(
             logger.warning("save_pretrained: removing %s, exported from other weights; export it again", onnx_path)
             onnx_path.unlink()
         for tmp, final in staged:
-            os.replace(tmp, final)
+            publish(tmp, final)
         staged.clear()
     finally:
         for tmp, _ in staged:
@@ -215,8 +212,7 @@ def save_pretrained(
 
 
 def _temp_path(folder: Path, name: str) -> Path:
-    # A fresh name, not mkstemp: files must get the user's umask permissions (mkstemp makes them 0600).
-    return folder / f".{name}.{uuid.uuid4().hex}.tmp"
+    return temp_sibling(folder / name)
 
 
 def read_config(folder: str | os.PathLike[str]) -> CheckpointConfig:

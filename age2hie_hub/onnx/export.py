@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from age2hie_hub._atomic import publish, temp_sibling
 from age2hie_hub.onnx.runtime import INPUT_NAME, WEIGHTS_KEY, OnnxSession
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,7 @@ def export_onnx(
     wrapper = _Outputs(model, keys).eval()
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_sibling(path)
     try:
         with _quiet_exporter(), torch.no_grad():
             if exporter == "dynamo":
@@ -182,8 +180,7 @@ def export_onnx(
             raise RuntimeError(
                 f"{path}: ONNX Runtime differs from torch by {diffs} (> {TOLERANCE}); the file was not written"
             )
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the export is a normal, shareable file
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     log.info("exported %s (opset %d, outputs %s, max diff %s)", path, opset, keys, report.max_abs_diff)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from age2hie_hub import __version__
+from age2hie_hub._atomic import write_text_atomic
 from age2hie_hub.synth.sites import HIE_SITE_WEIGHTS, HIESite, T1Site, resolve_hie_sites, resolve_t1_sites
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,4 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

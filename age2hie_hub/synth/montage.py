@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
+from age2hie_hub._atomic import atomic_path
 from age2hie_hub.synth.cohort import OUTCOME_FILE
 
 
@@ -47,14 +47,11 @@ def make_montage(cohort_dir: str | PathLike[str], out_png: str | PathLike[str], 
         fig = _hie_figure(plt, root, max_subjects)
     else:
         raise ValueError(f"{root}: neither a BIDS T1 cohort (participants.tsv) nor a BONBID-HIE one (1ADC_ss/)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=80, facecolor="black")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=80, facecolor="black")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return out
 
 
