@@ -3,7 +3,8 @@
 Name grammar, tried in this order:
   1. a local folder path (holding config.json + model.safetensors)
   2. an alias from ALIASES (`age2hie`, `brain-age`): the folder bundled in age2hie_hub/data/models/<alias>/
-     when present and no revision is asked for, else the alias's Hub repo
+     when present and no revision is asked for (its files are checked against the SHA256SUMS shipped with
+     it first: the bundled weights are pinned by hash), else the alias's Hub repo
   3. `hf-hub:org/name` or `hf-hub:org/name@revision`
   4. `org/name` (a Hugging Face Hub repo id; revision from the `revision` argument)
 
@@ -13,6 +14,7 @@ environment is read at call time, not import time: HF_ENDPOINT, HF_HUB_OFFLINE, 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -31,6 +33,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+# The package's own bundled models always ship SHA256SUMS (export/release.py writes it); a folder there without
+# one is refused. Another BUNDLED_DIR (tests, a downstream override) may hold unpinned folders: a warning.
+_PACKAGE_BUNDLED_DIR = BUNDLED_DIR
+SUMS_NAME = "SHA256SUMS"
+_SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([^/\\]+)$")
 HUB_PREFIX = "hf-hub:"
 # Hub repo names: letters, digits, '-', '_', '.'; one namespace. (huggingface_hub validates again.)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
@@ -70,6 +77,51 @@ ALIASES: dict[str, PretrainedInfo] = {
 def _bundled_folder(alias: str) -> Path | None:
     folder = BUNDLED_DIR / alias
     return folder if (folder / CONFIG_NAME).is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_bundled(folder: Path) -> None:
+    """Check a bundled model's files against the SHA256SUMS shipped with it; CheckpointError names the file.
+
+    Every listed file must be present and match; config.json and model.safetensors (and model.onnx, when the
+    folder holds one) must be listed, so nothing the loaders read escapes the check.
+    """
+    sums = folder / SUMS_NAME
+    if not sums.is_file():
+        if folder.resolve().parent == _PACKAGE_BUNDLED_DIR.resolve():
+            raise CheckpointError(f"{sums} is missing, so the bundled model in {folder} cannot be checked against its "
+                                  "pinned hashes; reinstall age2hie-hub")
+        logger.warning("%s has no %s: its files are not pinned by hash", folder, SUMS_NAME)
+        return
+    listed: dict[str, str] = {}
+    for number, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _SUMS_LINE.match(line.strip())
+        if match is None:
+            raise CheckpointError(f"{sums} line {number}: not '<sha256>  <file name>' ({line[:80]!r}); the bundled "
+                                  "model's checksums are damaged: reinstall age2hie-hub")
+        listed[match.group(2)] = match.group(1)
+    required = [CONFIG_NAME, WEIGHTS_NAME] + ([ONNX_NAME] if (folder / ONNX_NAME).exists() else [])
+    unlisted = [name for name in required if name not in listed]
+    if unlisted:
+        raise CheckpointError(f"{folder / unlisted[0]} is not pinned in {sums}; the bundled model was modified: "
+                              "reinstall age2hie-hub")
+    for name, expected in sorted(listed.items()):
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing (listed in {sums}); reinstall age2hie-hub")
+        actual = _sha256(path)
+        if actual != expected:
+            raise CheckpointError(f"{path}: SHA-256 {actual[:16]}... differs from {expected[:16]}... pinned in {sums}; "
+                                  "the bundled model was modified or damaged: reinstall age2hie-hub")
 
 
 def list_pretrained() -> list[PretrainedInfo]:
@@ -239,6 +291,8 @@ def resolve_checkpoint(
     """A name -> a local checkpoint folder (downloading from the Hub when the name says so)."""
     parsed = parse_name(name, revision)
     if parsed.folder is not None:
+        if parsed.alias is not None:  # a bundled copy: refuse it unless its files match their pinned hashes
+            verify_bundled(parsed.folder)
         return ResolvedCheckpoint(parsed.folder, parsed)
     assert parsed.repo_id is not None  # parse_name sets exactly one of folder / repo_id
     folder = download_checkpoint(
