@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,6 @@ def main() -> None:
             model = build_model(ModelConfig(arch, arch_args, "age_regression", {"offset": 50.0, "scale": 15.0}))
             cfg = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, workers=args.workers,
                              threads=args.threads, progress=False, schedule="constant")
-            t = time.perf_counter()
             res = fit(model, Objective("age_regression"), ArrayDataset(files, ages, aug), None, cfg, seed=0)
             last = res.history[-1]
             params = sum(q.numel() for q in model.parameters()) / 1e6

@@ -57,9 +57,9 @@ def test_fit_learns_and_is_deterministic(tmp_path):
     (r0, m0), (r1, m1) = results
     assert r0.history[-1]["val_accuracy"] >= 0.75
     assert r0.history[-1]["train_loss"] < r0.history[0]["train_loss"]
-    for a, b in zip(r0.history, r1.history):
+    for a, b in zip(r0.history, r1.history, strict=True):
         assert a["val_loss"] == b["val_loss"] and a["train_loss"] == b["train_loss"]
-    for (k, a), b in zip(m0.state_dict().items(), m1.state_dict().values()):
+    for (k, a), b in zip(m0.state_dict().items(), m1.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     assert (tmp_path / "run0" / "last.pt").is_file() and (tmp_path / "run0" / "best.pt").is_file()
     # checkpoints hold plain tensors/containers only: loadable with weights_only=True

@@ -91,5 +91,5 @@ def _bias_field(shape: torch.Size, g: torch.Generator, strength: float) -> torch
     X, Y, Z = torch.meshgrid(*axes, indexing="ij")
     terms = [X, Y, Z, X * Y, X * Z, Y * Z, X * X - 1 / 3, Y * Y - 1 / 3, Z * Z - 1 / 3]
     coef = _u(g, -strength, strength, len(terms)).float()
-    log_field = sum(c * t for c, t in zip(coef, terms))
+    log_field = sum(c * t for c, t in zip(coef, terms, strict=True))
     return torch.exp(log_field)[None]

@@ -10,7 +10,7 @@ from typing import Any
 
 from age2hie_hub.train import distributed as D
 from age2hie_hub.train import report
-from age2hie_hub.train.config import ExperimentConfig, MethodConfig, to_dict
+from age2hie_hub.train.config import ExperimentConfig, to_dict
 from age2hie_hub.train.evaluate import learning_curve_table, paired_comparisons, run_grid, summarize_rows
 from age2hie_hub.train.manifest import read_cohort
 from age2hie_hub.train.stages import (

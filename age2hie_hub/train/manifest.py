@@ -111,10 +111,10 @@ def _finish(cases: list[Case], target: str, task: str, classes: Sequence[str] | 
         else:
             task = "regression" if numeric and len(set(values)) > MAX_CLASSES_AUTO else "classification"
     if task == "regression":
-        for c, v in zip(cases, values):
+        for c, v in zip(cases, values, strict=True):
             if not _is_number(v):
                 raise ManifestError(f"{source}: subject {c.subject}: target {target!r} = {v!r} is not a number")
-        cases = [replace(c, target=float(v)) for c, v in zip(cases, values)]
+        cases = [replace(c, target=float(v)) for c, v in zip(cases, values, strict=True)]
         return Cohort(tuple(cases), target, "regression", (), source, sha, tuple(modalities))
     if numeric:
         values = [_canonical_number(v) for v in values]
@@ -128,7 +128,7 @@ def _finish(cases: list[Case], target: str, task: str, classes: Sequence[str] | 
         classes = tuple(found)
     if len(classes) < 2:
         raise ManifestError(f"{source}: target {target!r} has a single value {found}; nothing to classify")
-    cases = [replace(c, target=v) for c, v in zip(cases, values)]
+    cases = [replace(c, target=v) for c, v in zip(cases, values, strict=True)]
     return Cohort(tuple(cases), target, "classification", tuple(classes), source, sha, tuple(modalities))
 
 

@@ -89,7 +89,7 @@ def same_site(strata: Sequence[Any], sites: Sequence[str], k: int, seed: int) ->
 def multi_site(strata: Sequence[Any], sites: Sequence[str], k: int, seed: int) -> list[Split]:
     """Stratified k-fold over all sites pooled; strata combine class and site so folds mix sites evenly."""
     strata, sites = np.asarray(strata), np.asarray(sites)
-    joint = np.array([f"{s}|{c}" for s, c in zip(sites, strata)])
+    joint = np.array([f"{s}|{c}" for s, c in zip(sites, strata, strict=True)])
     return [Split("multi_site", seed, f, f"pooled/fold{f}", tr, te)
             for f, (tr, te) in enumerate(stratified_kfold(joint, k, seed))]
 

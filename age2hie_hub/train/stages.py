@@ -243,7 +243,7 @@ def pretrain(cfg: PretrainConfig, cohort: Cohort | None = None) -> dict[str, Any
 
 
 def _write_predictions(path: Path, subjects: list[str], y: np.ndarray, pred: np.ndarray) -> None:
-    lines = ["subject,target,prediction"] + [f"{s},{t},{p}" for s, t, p in zip(subjects, y, np.asarray(pred).tolist())]
+    lines = ["subject,target,prediction"] + [f"{s},{t},{p}" for s, t, p in zip(subjects, y, np.asarray(pred).tolist(), strict=True)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
