@@ -1,0 +1,397 @@
+"""Rebuild the bundled default models (`brain-age`, `age2hie`) from seeds with the package's own code.
+
+    python -m export.build_default_models --work /tmp/bundle_work
+
+Steps, all inside ``--work`` (relative paths, so the build does not depend on where that folder is):
+
+1. synthetic cohorts (``age2hie_hub.synth``): a lifespan T1 BIDS cohort (data/t1) and a BONBID-HIE-layout
+   neonatal ADC cohort (data/hie). A cohort already in --work is reused only when its synthetic_truth.json
+   records the same parameters and its first and last subjects regenerate identically with the current code;
+2. brain-age pretraining, ``age2hie_hub.train.stages.pretrain`` (what ``age2hie-train pretrain`` runs) with
+   configs/bundle_brain_age.yaml -> runs/brain-age;
+3. the held-out estimate of the AGE2HIE recipe: ``age2hie_hub.train.experiment.run_experiment`` in evaluate mode
+   (what ``age2hie-train evaluate`` runs) with configs/bundle_age2hie.yaml: k-fold multi-site cross-validation,
+   transfer from step 2's checkpoint vs training from scratch -> runs/age2hie-cv;
+4. the released AGE2HIE model: the same transfer recipe (refine the head, then finetune all layers) on all
+   cases of the HIE cohort -> runs/age2hie (so it has no held-out score of its own: its card shows step 3's);
+5. the release recipe (``export.release``: strict reload, ONNX export with parity, card, SHA256SUMS) and
+   ``--bundle`` into age2hie_hub/data/models/<name>/, then a check of every bundled folder's size and sums.
+
+A step whose recorded inputs (config, data-manifest hash, parent weights hash) match a finished earlier run in
+--work is skipped. Training runs on CPU with one thread: the result is bit-identical between runs on the same
+machine and software versions (docs/release.md says what the bytes rest on).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from export.release import ReleaseError, sha256_file
+
+log = logging.getLogger(__name__)
+
+PROG = "python -m export.build_default_models"
+REPO = Path(__file__).resolve().parents[1]
+BRAIN_AGE_CONFIG = REPO / "configs" / "bundle_brain_age.yaml"
+AGE2HIE_CONFIG = REPO / "configs" / "bundle_age2hie.yaml"
+CARDS = REPO / "model_cards"
+BUNDLE_MAX_BYTES = 15_000_000  # 15 MB per bundled model (weights + ONNX + card): the package stays small
+TRUTH = "synthetic_truth.json"
+INPUTS = "build_inputs.json"  # what a finished step was made from; a step is skipped when they match
+
+# The synthetic cohorts (docs/synthetic_data.md). The T1 volumes are written at 4 mm, already finer than the
+# 5 mm grid the brain-age network reads, so synthesis stays fast without losing what the model sees.
+T1_COHORT = {"folder": "data/t1", "n": 520, "seed": 0, "age_range": (0.0, 97.0), "spacing": (4.0, 4.0, 4.0)}
+HIE_COHORT = {"folder": "data/hie", "n": 156, "seed": 0}  # BONBID-HIE: BCH 72 + MGH 84, drawn grids
+
+
+class BuildError(ReleaseError):
+    """A step of the bundled-model build failed; the message names the step and the file."""
+
+
+@contextlib.contextmanager
+def _inside(folder: Path) -> Iterator[None]:
+    """Run with ``folder`` as the working directory, so the configs' relative paths land there."""
+    old = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - t0, 1)
+    log.info("%s: %.0f s", name, timings[name])
+
+
+# ---- 1. cohorts ---------------------------------------------------------------------------------------------
+
+def _close(a: Any, b: Any, rel: float = 1e-6) -> bool:
+    """Stored truth (floats rounded to 8 significant digits) against freshly generated truth."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+def _plain(obj: Any) -> Any:
+    """numpy scalars/arrays -> Python values (JSON round trip) for comparison with a stored truth."""
+    import numpy as np
+
+    return json.loads(json.dumps(obj, default=lambda v: v.tolist() if isinstance(v, (np.ndarray, np.generic)) else str(v)))
+
+
+def _same_image(generated: Any, path: Path) -> bool:
+    import numpy as np
+
+    from age2hie_hub.io import read_volume
+
+    stored = read_volume(path)
+    return (stored.data.shape == generated.data.shape and np.allclose(stored.affine, generated.affine, atol=1e-4)
+            and np.array_equal(stored.data.astype(np.float32), np.asarray(generated.data, dtype=np.float32)))
+
+
+def _cohort_reusable(root: Path, kind: str, spec: dict[str, Any]) -> bool:
+    """True when ``root`` holds the cohort ``spec`` describes, as the current generator would write it."""
+    import numpy as np
+
+    path = root / TRUTH
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        params, subjects = data["parameters"], data["subjects"]
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable (%s); the cohort is made again", path, exc)
+        return False
+    want = {"kind": kind, "seed": spec["seed"], "n": spec["n"], "synthetic": True,
+            "spacing_override": list(spec["spacing"]) if spec.get("spacing") else None}
+    if kind == "brain_age_t1":
+        want["age_range"] = list(spec["age_range"])
+    diff = {k: (params.get(k), v) for k, v in want.items() if params.get(k) != v}
+    if diff or len(subjects) != spec["n"]:
+        log.warning("%s: recorded parameters differ %s (or %d subjects); the cohort is made again", path, diff, len(subjects))
+        return False
+    # The documented seeding (subject i from the i-th child of SeedSequence(seed)) lets us regenerate the first
+    # and last subjects: a changed generator shows up in their truth or their voxels.
+    seeds = np.random.SeedSequence(spec["seed"]).spawn(spec["n"] + 1)
+    for i in (0, spec["n"] - 1):
+        stored = dict(subjects[i])
+        rng = np.random.default_rng(seeds[i + 1])
+        if kind == "brain_age_t1":
+            from age2hie_hub.synth import synth_t1
+
+            sub = stored.pop("participant_id")
+            volume, truth = synth_t1(rng, stored["age"], stored["sex"], stored["site"], spacing=spec.get("spacing"))
+            image = root / sub / "anat" / f"{sub}_T1w.nii.gz"
+        else:
+            from age2hie_hub.synth import synth_hie_case
+
+            case = stored.pop("case_id")
+            intercept = params["outcome_model"]["intercept"]
+            volume, _, _, truth = synth_hie_case(rng, stored["site"], intercept=intercept)
+            image = root / "1ADC_ss" / f"{case}-ADC_ss.mha"
+        if not _close(stored, _plain(truth)) or not image.is_file() or not _same_image(volume, image):
+            log.warning("%s: subject %d does not regenerate identically with this version of age2hie_hub.synth; "
+                        "the cohort is made again", root, i + 1)
+            return False
+    return True
+
+
+def make_cohorts(work: Path, workers: int, timings: dict[str, float]) -> None:
+    from age2hie_hub.synth import make_brain_age_cohort, make_hie_cohort
+
+    t1 = work / T1_COHORT["folder"]
+    if _cohort_reusable(t1, "brain_age_t1", T1_COHORT):
+        log.info("cohort %s: reused (parameters and regenerated subjects match)", t1)
+    else:
+        with _timed(timings, "synth_t1_s"):
+            make_brain_age_cohort(t1, T1_COHORT["n"], T1_COHORT["seed"], T1_COHORT["age_range"],
+                                  spacing=T1_COHORT["spacing"], workers=workers, overwrite=True)
+    hie = work / HIE_COHORT["folder"]
+    if _cohort_reusable(hie, "hie_adc", HIE_COHORT):
+        log.info("cohort %s: reused (parameters and regenerated cases match)", hie)
+    else:
+        with _timed(timings, "synth_hie_s"):
+            make_hie_cohort(hie, HIE_COHORT["n"], HIE_COHORT["seed"], workers=workers, overwrite=True)
+
+
+# ---- 2-4. training ------------------------------------------------------------------------------------------
+
+def _done(run_dir: Path, inputs: dict[str, Any], needed: tuple[str, ...]) -> bool:
+    path = run_dir / INPUTS
+    if not path.is_file() or not all((run_dir / n).exists() for n in needed):
+        return False
+    return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(inputs))
+
+
+def _record(run_dir: Path, inputs: dict[str, Any]) -> None:
+    from age2hie_hub.train.stages import write_json
+
+    write_json(inputs, run_dir / INPUTS)
+
+
+def train_brain_age(timings: dict[str, float]) -> Path:
+    """Step 2 (cwd = --work): age2hie-train pretrain configs/bundle_brain_age.yaml."""
+    from age2hie_hub.train.config import PretrainConfig, load_config, to_dict
+    from age2hie_hub.train.manifest import read_cohort
+    from age2hie_hub.train.stages import pretrain
+
+    cfg = load_config(BRAIN_AGE_CONFIG, PretrainConfig)
+    cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, progress=False))
+    cohort = read_cohort({"task": "regression", **cfg.data})
+    run_dir = Path(cfg.run_dir)
+    inputs = {"config": to_dict(cfg), "data_manifest_sha256": cohort.sha256}
+    if _done(run_dir, inputs, ("checkpoint/model.safetensors", "metrics.json")):
+        log.info("brain-age: reused %s (same config and data)", run_dir)
+    else:
+        with _timed(timings, "pretrain_s"):
+            pretrain(cfg, cohort)
+        _record(run_dir, inputs)
+    return run_dir
+
+
+def _age2hie_config(parent: Path) -> Any:
+    from age2hie_hub.train.config import ExperimentConfig, load_config
+
+    cfg = load_config(AGE2HIE_CONFIG, ExperimentConfig)
+    if cfg.pretrain is not None:
+        raise BuildError(f"{AGE2HIE_CONFIG}: must not hold a pretrain section; the brain-age model comes from "
+                         f"{BRAIN_AGE_CONFIG.name}")
+    for m in cfg.methods:
+        if m.init == "checkpoint" and Path(m.weights) != parent:
+            raise BuildError(f"{AGE2HIE_CONFIG}: method {m.name!r} starts from {m.weights!r}; it must start from the "
+                             f"brain-age checkpoint this build trains ({parent})")
+    return cfg
+
+
+def evaluate_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> Path:
+    """Step 3 (cwd = --work): age2hie-train evaluate configs/bundle_age2hie.yaml (no learning curves)."""
+    from age2hie_hub.train.config import to_dict
+    from age2hie_hub.train.experiment import run_experiment
+    from age2hie_hub.train.manifest import read_cohort
+
+    cfg = _age2hie_config(parent)
+    cfg = dataclasses.replace(cfg, learning_curve=None)
+    run_dir = Path(cfg.run_dir)
+    inputs = {"config": to_dict(cfg), "data_manifest_sha256": read_cohort(cfg.transfer.data).sha256,
+              "parent_weights_sha256": parent_sha}
+    if _done(run_dir, inputs, ("metrics.json",)):
+        log.info("age2hie cross-validation: reused %s", run_dir)
+    else:
+        if (run_dir / "results.jsonl").exists() and not _done(run_dir, inputs, ()):
+            # results.jsonl resumes a grid; rows from other inputs must not be mixed in.
+            (run_dir / "results.jsonl").unlink()
+        with _timed(timings, "evaluate_s"):
+            run_experiment(cfg, evaluate_only=True)
+        _record(run_dir, inputs)
+    return run_dir
+
+
+def train_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> Path:
+    """Step 4 (cwd = --work): the transfer recipe of configs/bundle_age2hie.yaml on every case.
+
+    ``stages.transfer`` always holds out ``val_fraction`` of the cases for its reported metrics; the released
+    model uses them all, so this calls the same ``fit_split`` the transfer stage and the evaluation grid call.
+    """
+    import numpy as np
+
+    from age2hie_hub.hub import save_pretrained
+    from age2hie_hub.train.config import to_dict
+    from age2hie_hub.train.manifest import read_cohort
+    from age2hie_hub.train.stages import _checkpoint_config, _labels, _target_preprocess, cached_arrays, fit_split, write_json
+
+    exp = _age2hie_config(parent)
+    method = next(m for m in exp.methods if m.init == "checkpoint")
+    cfg = dataclasses.replace(exp.transfer, method=method, run_dir="runs/age2hie")
+    cohort = read_cohort(cfg.data)
+    run_dir = Path(cfg.run_dir)
+    inputs = {"config": to_dict(cfg), "data_manifest_sha256": cohort.sha256, "parent_weights_sha256": parent_sha}
+    if _done(run_dir, inputs, ("checkpoint/model.safetensors", "metrics.json")):
+        log.info("age2hie: reused %s", run_dir)
+        return run_dir
+    with _timed(timings, "transfer_s"):
+        prep = _target_preprocess(cfg, cohort)
+        files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype, workers=cfg.preprocess_workers,
+                              progress=False)
+        every = np.arange(len(cohort))
+        # The test positions are the training cases themselves: their metrics would be a resubstitution score,
+        # so they are not recorded; the honest estimate is step 3's cross-validation.
+        res = fit_split(method, cohort, files, every, every, cfg, seed=cfg.seed, run_dir=run_dir / "state")
+        metrics = {"split": "none (trained on every case; see the cross-validated evaluation)",
+                   "n_train": len(cohort), "method": method.name, "synthetic": cfg.synthetic}
+        # The parent is this build's brain-age model, bundled as `brain-age` and published as its Hub repo; the
+        # hash pins the exact weights (a local path would make the files depend on where --work is).
+        ck = _checkpoint_config(res.model, prep, task="hie_outcome", labels=_labels(cfg, cohort), cohort=cohort,
+                                seed=cfg.seed, parent="age2hie-hub/brain-age", metrics=metrics,
+                                synthetic=cfg.synthetic,
+                                extra={"stage": "+".join(method.stages), "method": method.name,
+                                       "parent_weights_sha256": parent_sha, "evaluation": f"{exp.run_dir}/metrics.json"})
+        save_pretrained(res.model, run_dir / "checkpoint", ck)
+        write_json({"metrics": metrics, "history": res.history, "checkpoint": str(run_dir / "checkpoint")},
+                   run_dir / "metrics.json")
+    _record(run_dir, inputs)
+    return run_dir
+
+
+# ---- 5. release and bundle ----------------------------------------------------------------------------------
+
+def release_and_bundle(work: Path, name: str, run_dir: Path, evaluation: Path | None, bundle_root: Path | None,
+                       onnx: bool = True) -> Path:
+    from age2hie_hub.modelcard import load_release_metadata
+    from export.release import build_release, bundle_release, verify_sums
+
+    meta = load_release_metadata(CARDS / f"{name}.yaml")
+    release = build_release(work / run_dir, work / "releases" / name, release_meta=meta, repo_id=meta.get("repo_id"),
+                            evaluation=work / evaluation if evaluation else None, onnx=onnx, overwrite=True)
+    folder = bundle_release(release.folder, name, root=bundle_root)
+    verify_sums(folder)
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    if size > BUNDLE_MAX_BYTES:
+        raise BuildError(f"{folder}: {size / 1e6:.1f} MB, over the {BUNDLE_MAX_BYTES / 1e6:.0f} MB a bundled model "
+                         "may take; train a slimmer network")
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    if "synthetic" not in card.split("---", 2)[-1][:600].lower():
+        raise BuildError(f"{folder / 'README.md'}: the card's first lines must say the model is synthetic")
+    log.info("bundled %s: %s (%.1f MB)", name, folder, size / 1e6)
+    return folder
+
+
+def golden_values(folder: Path) -> dict[str, float]:
+    """The bundled age2hie model's probability on the shipped example scan, with both backends."""
+    from age2hie_hub.inference import Predictor
+    from age2hie_hub.inference.examples import example_scan
+
+    out = {}
+    for backend in ("torch", "onnx"):
+        pred = Predictor.from_pretrained(str(folder), backend=backend, device="cpu").predict(example_scan())
+        out[backend] = float(pred.probability)
+    return out
+
+
+def build(work: Path, *, workers: int = 2, bundle_root: Path | None = None, onnx: bool = True) -> dict[str, Any]:
+    """All five steps; returns timings, the measured metrics and the golden probabilities."""
+    work = work.expanduser().resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    make_cohorts(work, workers, timings)
+    with _inside(work):
+        brain = train_brain_age(timings)
+        parent = brain / "checkpoint"
+        parent_sha = sha256_file(parent / "model.safetensors")
+        cv = evaluate_age2hie(parent, parent_sha, timings)
+        hie = train_age2hie(parent, parent_sha, timings)
+    with _timed(timings, "release_s"):
+        folders = {"brain-age": release_and_bundle(work, "brain-age", brain, None, bundle_root, onnx),
+                   "age2hie": release_and_bundle(work, "age2hie", hie, cv, bundle_root, onnx)}
+    timings["total_s"] = round(time.perf_counter() - t0, 1)
+    brain_metrics = json.loads((work / brain / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    cv_metrics = json.loads((work / cv / "metrics.json").read_text(encoding="utf-8"))
+    summary = {
+        "timings_s": timings,
+        "brain_age": {k: brain_metrics[k] for k in ("test_mae", "test_mae_ci95", "baseline_predict_mean_mae",
+                                                    "test_pearson_r", "test_bias", "n_train", "n_val", "n_test")},
+        "age2hie_cv": [{k: v for k, v in row.items() if k.split("_")[0] in ("method", "protocol", "n", "accuracy",
+                                                                           "auc", "balanced")}
+                       for row in cv_metrics["summary"]],
+        "bundled": {name: {p.name: sha256_file(p) for p in sorted(f.iterdir()) if p.is_file()}
+                    for name, f in folders.items()},
+        "golden_example_probability": golden_values(folders["age2hie"]) if onnx else {},
+    }
+    (work / "build_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    from age2hie_hub.cli._common import add_verbosity
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, required=True,
+                   help="working folder for cohorts, runs and releases (keep it outside the repository)")
+    p.add_argument("--workers", type=int, default=2, help="processes for cohort synthesis (default 2)")
+    p.add_argument("--bundle-root", type=Path, help="bundle into this folder instead of age2hie_hub/data/models/")
+    add_verbosity(p)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    work = args.work.expanduser().resolve()
+    if work == REPO or REPO in work.parents and not str(work.relative_to(REPO)).startswith(("runs", ".cache")):
+        raise BuildError(f"--work {args.work}: cohorts and runs take ~1 GB; put them outside the repository "
+                         "(or under its ignored runs/ folder)")
+    summary = build(work, workers=args.workers, bundle_root=args.bundle_root)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from age2hie_hub.cli._common import run_main, setup_logging
+
+    args = _parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if not args.quiet:
+        log.setLevel(logging.INFO)  # a long build says which step it is in, whatever -v says
+    return run_main(_run, args, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
