@@ -13,7 +13,6 @@ docs/release.md for what that rests on).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -26,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from age2hie_hub.errors import Age2HieError
+from age2hie_hub.hub.checkpoint import CARD_NAME, CONFIG_NAME, ONNX_NAME, WEIGHTS_NAME, file_sha256
 
 log = logging.getLogger(__name__)
 
 PROG = "python -m export.release"
-CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ONNX_NAME = "config.json", "model.safetensors", "README.md", "model.onnx"
 NOTE_NAME, SUMS_NAME, METRICS_NAME = "RELEASE.md", "SHA256SUMS", "metrics.json"
 # Sub-folders of a run that may hold its final hub-format checkpoint, in order of preference.
 CHECKPOINT_DIRS = ("checkpoint", "final", "best", "model")
@@ -52,12 +51,7 @@ class Release:
     onnx: dict[str, Any] = field(default_factory=dict)  # opset, exporter, outputs, max_abs_diff, provider
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_file = file_sha256  # one implementation, in the hub; re-exported for the release scripts
 
 
 def find_checkpoint(run_dir: Path) -> Path:
