@@ -24,8 +24,9 @@ def test_local_folder_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         parse_name("neonatal-lab/age2hie", revision="v1")
 
 
-def test_aliases_hub_forms_and_repo_ids() -> None:
+def test_aliases_hub_forms_and_repo_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert {"age2hie", "brain-age"} <= set(ALIASES)
+    monkeypatch.setattr(resolve_mod, "BUNDLED_DIR", tmp_path)  # an alias with no bundled copy: its Hub repo
     parsed = parse_name("brain-age")
     assert (parsed.repo_id, parsed.alias, parsed.revision) == (ALIASES["brain-age"].repo_id, "brain-age", None)
     assert parse_name("hf-hub:org/model@v1.2").repo_id == "org/model"
