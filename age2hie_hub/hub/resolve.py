@@ -87,12 +87,30 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Folders already verified in this process, with the (name, size, mtime) of their files then: the CLI resolves
+# a name twice (backend choice, then loading), and rehashing unchanged files would cost ~20 ms each time.
+_VERIFIED: dict[Path, tuple[tuple[str, int, int], ...]] = {}
+
+
+def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    return tuple((p.name, st.st_size, st.st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()
+                 for st in (p.stat(),))
+
+
 def verify_bundled(folder: Path) -> None:
     """Check a bundled model's files against the SHA256SUMS shipped with it; CheckpointError names the file.
 
     Every listed file must be present and match; config.json and model.safetensors (and model.onnx, when the
     folder holds one) must be listed, so nothing the loaders read escapes the check.
     """
+    key = folder.resolve()
+    if key in _VERIFIED and _VERIFIED[key] == _stamp(folder):
+        return
+    _verify_sums(folder)
+    _VERIFIED[key] = _stamp(folder)
+
+
+def _verify_sums(folder: Path) -> None:
     sums = folder / SUMS_NAME
     if not sums.is_file():
         if folder.resolve().parent == _PACKAGE_BUNDLED_DIR.resolve():
