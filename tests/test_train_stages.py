@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -229,3 +230,25 @@ def test_experiment_grid_tables_and_plots(cohorts, parent, tmp_path):
     again = run_experiment(dataclasses.replace(cfg, learning_curve=cfg.learning_curve))
     assert again["summary"] == out["summary"]
     assert len((exp / "results.jsonl").read_text().splitlines()) == len(rows)
+    # `evaluate` = the protocol grid only (no learning curves), here also served from results.jsonl
+    ev = run_experiment(cfg, evaluate_only=True)
+    assert ev["summary"] == out["summary"] and ev["learning_curve"] == []
+
+
+def test_finetune_on_a_csv_manifest(cohorts, parent, tmp_path):
+    """The notebook entry point: a checkpoint + a CSV manifest (ADC path, outcome, site) -> checkpoint."""
+    from age2hie_hub.hub import load_checkpoint
+    from age2hie_hub.train.stages import finetune
+
+    _, hie = cohorts
+    h = read_bonbid(hie)
+    manifest = tmp_path / "hie.csv"
+    manifest.write_text("path,outcome,site,subject_id\n" + "\n".join(
+        f"{c.paths[0]},{c.target},{c.site},{c.subject}" for c in h.cases) + "\n")
+    one = LoopConfig(epochs=1, batch_size=8, progress=False)
+    out = finetune(parent, manifest, target="outcome", run_dir=tmp_path / "ft", refine=one, finetune=one,
+                   cache_dir=str(tmp_path / "cache"), preprocess_workers=0)
+    model = load_checkpoint(out["checkpoint"])
+    assert model.checkpoint_config.provenance["training_data"] == str(manifest)
+    assert model.checkpoint_config.provenance["data_manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert (tmp_path / "ft" / "metrics.json").is_file()
