@@ -157,3 +157,14 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "crashed" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.gpu
+def test_amp_on_cuda(tmp_path):
+    x, y = toy_data(8, 0)
+    model = tiny_model()
+    res = fit(model, Objective.for_head("outcome", y), ArrayDataset(list(x), y), ArrayDataset(list(x), y),
+              LoopConfig(epochs=1, batch_size=4, amp=True, device="cuda", progress=False), tmp_path, seed=0)
+    assert np.isfinite(res.history[0]["train_loss"]) and np.isfinite(res.history[0]["val_loss"])
+    assert next(model.parameters()).is_cuda
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 0

@@ -207,7 +207,7 @@ def test_experiment_grid_tables_and_plots(cohorts, parent, tmp_path):
     one = LoopConfig(epochs=1, batch_size=8, lr=3e-3, progress=False)
     tcfg = dataclasses.replace(tcfg, refine=one, finetune=one, scratch=one, augment=AugmentConfig(enabled=False))
     cfg = ExperimentConfig(
-        transfer=tcfg, k=2, seeds=(0,), n_boot=200, run_dir=str(tmp_path / "exp"),
+        transfer=tcfg, k=2, seeds=(0,), n_boot=200, run_dir=str(tmp_path / "exp"), save_checkpoints=True,
         methods=(MethodConfig("transfer", "checkpoint", str(parent)),
                  MethodConfig("scratch", "scratch", model=TINY, stages=("scratch",))),
         learning_curve=LearningCurveConfig(sizes=(8, "all"), protocol="multi_site", max_splits=1))
@@ -223,6 +223,12 @@ def test_experiment_grid_tables_and_plots(cohorts, parent, tmp_path):
         table = list(csv.DictReader(fh))
     assert {(r["method"], r["protocol"]) for r in table} == {
         (m, p) for m in ("transfer", "scratch") for p in ("same_site", "multi_site", "cross_site")}
+    folds = sorted((exp / "checkpoints").iterdir())
+    assert len(folds) == len(rows)
+    from age2hie_hub.hub import load_checkpoint
+
+    ck = load_checkpoint(folds[0]).checkpoint_config
+    assert ck.provenance["split"] and ck.metrics["n_test"] > 0 and "y_pred" not in ck.metrics
     md = (exp / "table.md").read_text()
     assert "transfer - scratch" in md and "Learning curve" in md and "SYNTHETIC" in md
     assert {c["protocol"] for c in out["comparisons"]} == {"same_site", "multi_site", "cross_site"}
