@@ -441,7 +441,8 @@ def _preprocess_text(config: CheckpointConfig) -> str:
         f"1. Reorient to {pre.orientation} (world mm, 4x4 affine).",
         f"2. Resample to {' x '.join(f'{s:g}' for s in pre.spacing)} mm voxels ({pre.interpolation} interpolation).",
         f"3. Crop or pad to {' x '.join(str(s) for s in pre.shape)} voxels ({pre.crop} crop; foreground is "
-        f"intensity > {pre.foreground_threshold:g}).",
+        + (f"intensity > {pre.foreground_threshold:g})." if pre.foreground == "threshold" else
+           f"the largest region above max({pre.foreground_threshold:g}, Otsu level) after smoothing)."),
         f"4. Intensities {intensity}" + (f", then clipped to [{pre.clip[0]:g}, {pre.clip[1]:g}]." if pre.clip else "."),
         f"5. Stack {pre.channels} channel(s) channels-first: {', '.join(config.input_modalities)}.",
     ]

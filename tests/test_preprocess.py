@@ -487,3 +487,46 @@ def test_scanner_adc_in_1e6_units_is_refused_then_scaled_after_conversion(shared
     ras = reorient_to_ras(adc)
     np.testing.assert_allclose(np.sort(out.array[0][out.array[0] > 0]),
                                np.sort(np.clip(ras.data[ras.data > 0] * 1e-3, 0, 3.5)), rtol=1e-5)
+
+
+def _noisy_head_off_centre() -> Volume:
+    """A bright 'head' off-centre in a field of view whose background is positive noise (like a T1)."""
+    rng = np.random.default_rng(0)
+    data = rng.uniform(1.0, 20.0, size=(80, 80, 60)).astype(np.float32)
+    ii, jj, kk = np.ogrid[:80, :80, :60]
+    head = (ii - 55) ** 2 + (jj - 25) ** 2 + (kk - 30) ** 2 <= 12**2
+    data[head] = 300.0 + rng.normal(0, 10, size=int(head.sum()))
+    return Volume(data, np.diag([1.0, 1.0, 1.0, 1.0]), {"source": "noisy_head.nii.gz"})
+
+
+def _grid_centre(result: Preprocessed) -> np.ndarray:
+    shape = np.asarray(result.array.shape[1:], dtype=float)
+    return (result.affine @ np.append((shape - 1) / 2, 1.0))[:3]
+
+
+def test_otsu_foreground_centres_the_crop_on_the_head_despite_a_noisy_background() -> None:
+    vol = _noisy_head_off_centre()
+    base = dict(spacing=(1.0, 1.0, 1.0), shape=(32, 32, 32), crop="foreground", intensity="zscore")
+    plain = preprocess(vol, PreprocessConfig(**base))
+    otsu = preprocess(vol, PreprocessConfig(**base, foreground="otsu"))
+    # Every voxel is > 0, so the plain threshold sees the whole field of view as foreground ...
+    np.testing.assert_allclose(_grid_centre(plain), [39.5, 39.5, 29.5], atol=1.0)
+    # ... while Otsu's level separates the head, and the crop is centred on it.
+    np.testing.assert_allclose(_grid_centre(otsu), [55.0, 25.0, 30.0], atol=1.0)
+    assert any(n.startswith("foreground: Otsu level") for n in otsu.notes)
+    # z-score statistics come from the head only (not from the noise): inside the head, mean ~0 and sd ~1.
+    ii, jj, kk = np.ogrid[:32, :32, :32]
+    inner = (ii - 15.5) ** 2 + (jj - 15.5) ** 2 + (kk - 15.5) ** 2 <= 8**2
+    head = otsu.array[0][inner]
+    assert abs(head.mean()) < 0.5 and 0.05 < head.std() < 1.5
+
+
+def test_foreground_option_round_trips_and_is_validated() -> None:
+    cfg = PreprocessConfig(foreground="otsu")
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # Configs written before the option existed load with the old behaviour.
+    old = cfg.to_dict()
+    del old["foreground"]
+    assert PreprocessConfig.from_dict(old).foreground == "threshold"
+    with pytest.raises(ValueError, match="foreground must be one of"):
+        PreprocessConfig(foreground="mean")

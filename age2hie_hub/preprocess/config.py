@@ -13,6 +13,7 @@ CROPS = ("center", "foreground")
 # adc_fixed: ADC in mm^2/s times `adc_scale`, clipped to `clip`; none: values as they are.
 INTENSITIES = ("zscore", "mean", "adc_fixed", "none")
 INTERPOLATIONS = ("linear", "nearest", "bspline")
+FOREGROUNDS = ("threshold", "otsu")
 DEFAULTS = {"spacing": [2.0, 2.0, 2.0], "shape": [64, 64, 48]}  # examples for error messages
 
 
@@ -28,6 +29,10 @@ class PreprocessConfig:
     interpolation: str = "linear"
     channels: int = 1  # number of input volumes stacked channels-first (ADC [+ Z-ADC])
     foreground_threshold: float = 0.0  # voxels > threshold (before scaling) are foreground
+    # "threshold": foreground is value > foreground_threshold (skull-stripped scans, zero background);
+    # "otsu": value > max(foreground_threshold, Otsu level of the positive voxels), for scans whose
+    # background is noise (T1 with the head, scanner ADC maps) so the crop centres on the head.
+    foreground: str = "threshold"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spacing", _triple("spacing", self.spacing, float))
@@ -44,6 +49,8 @@ class PreprocessConfig:
             raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
         if self.intensity not in INTENSITIES:
             raise ValueError(f"intensity must be one of {INTENSITIES}, got {self.intensity!r}")
+        if self.foreground not in FOREGROUNDS:
+            raise ValueError(f"foreground must be one of {FOREGROUNDS}, got {self.foreground!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if isinstance(self.channels, bool) or not isinstance(self.channels, (int, np.integer)) or self.channels < 1:

@@ -113,6 +113,33 @@ def _check_cut_off(fg: tuple[np.ndarray, np.ndarray], affine: np.ndarray, config
         logger.warning("%s: foreground cut off by the output box (%s)", name, sizes)
 
 
+def _foreground(data: np.ndarray, config: PreprocessConfig, notes: list[str]) -> tuple[np.ndarray, float]:
+    """The first channel's foreground mask (for the crop) and the raw level above which a voxel counts as
+    foreground (for the intensity statistics on the output grid); see PreprocessConfig.foreground."""
+    level = config.foreground_threshold
+    if config.foreground == "threshold":
+        return data > level, level
+    from scipy import ndimage
+
+    from age2hie_hub.dwi.mask import otsu_threshold
+
+    # Smoothing first: on the raw image, background noise near the level scatters voxels all over the field of
+    # view, and the crop's bounding box would be the whole scan. The largest component drops what is left.
+    smooth = ndimage.gaussian_filter(data, sigma=1.0)
+    above = smooth[smooth > level]
+    if above.size == 0:
+        return smooth > level, level
+    level = max(level, otsu_threshold(above))
+    labels, n = ndimage.label(smooth > level)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        mask = labels == 1 + int(np.argmax(sizes))
+    else:
+        mask = labels > 0
+    notes.append(f"foreground: Otsu level {level:.4g}, largest connected region")
+    return mask, level
+
+
 def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> Preprocessed:
     """Apply ``config``: reorient to RAS, resample in world coordinates onto an axis-aligned RAS grid of
     ``config.spacing`` and ``config.shape`` (centred on the field of view or on the first channel's
@@ -139,14 +166,14 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     ras = items[0]
 
     # Output grid from the first channel.
-    mask = ras.data > config.foreground_threshold
+    mask, level = _foreground(ras.data, config, notes)
     fg = foreground_bounds(mask, ras.affine)
     if config.crop == "foreground" and fg is not None:
         center = (fg[0] + fg[1]) / 2.0
         where = "foreground"
     else:
         if config.crop == "foreground":
-            notes.append(f"no foreground voxels (> {config.foreground_threshold:g}): centred on the field of view")
+            notes.append(f"no foreground voxels (> {level:g}): centred on the field of view")
             logger.warning("%s: no foreground voxels; centring the crop on the field of view", name0)
         center = fov_center(ras.affine, ras.spatial_shape)
         where = "field of view"
@@ -185,7 +212,7 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
             vol.data, vol.affine, grid.affine, grid.shape, config.interpolation, source=_name(vol, c)
         )
 
-    out_mask = out[0] > config.foreground_threshold
+    out_mask = out[0] > level
     out, intensity_notes = normalize(
         out,
         out_mask,
