@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,20 @@ def _one_thread():
 from age2hie_hub.io import Volume
 from age2hie_hub.io.writer import write_volume
 from age2hie_hub.train.augment import AugmentConfig
-from age2hie_hub.train.config import ExperimentConfig, LearningCurveConfig, MethodConfig, PretrainConfig, TransferConfig
+from age2hie_hub.train.config import (
+    ExperimentConfig,
+    LearningCurveConfig,
+    MethodConfig,
+    PretrainConfig,
+    TransferConfig,
+)
 from age2hie_hub.train.loop import LoopConfig
-from age2hie_hub.train.manifest import ManifestError, read_bids, read_bonbid, read_csv_manifest
+from age2hie_hub.train.manifest import (
+    ManifestError,
+    read_bids,
+    read_bonbid,
+    read_csv_manifest,
+)
 
 PREP = {"shape": [16, 16, 16], "spacing": [4.0, 4.0, 4.0]}
 TINY = {"arch": "resnet3d_10", "arch_args": {"width": 0.125}}
@@ -85,6 +97,10 @@ def test_readers(cohorts, tmp_path):
     t1, hie = cohorts
     c = read_bids(t1)
     assert c.task == "regression" and len(c) == 40 and set(c.sites) == {"A", "B"} and c.sha256
+    # The hash names the data, not its location: a moved copy hashes the same.
+    moved = tmp_path / "elsewhere" / "t1"
+    shutil.copytree(t1, moved)
+    assert read_bids(moved).sha256 == c.sha256
     h = read_bonbid(hie, channels=("ADC", "Z-ADC"))
     assert h.task == "classification" and h.classes == ("0", "1") and h.n_channels == 2
     assert set(h.sites) == {"BCH", "MGH"} and h.cases[0].paths[1].endswith(".mha")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -240,7 +241,10 @@ def read_bids(
             log.warning("%s: no *_%s.nii[.gz] under %s, skipped", table, suffix, root / pid)
             continue
         cases.append(Case(pid, (str(images[0].resolve()),), value, row.get(site_column) or "site0"))
-    sha = hashlib.sha256((file_sha256(table) + "".join(c.paths[0] for c in cases)).encode()).hexdigest()
+    # Paths relative to the data set's root: the hash names the data, not where it happens to be on disk.
+    base = root.resolve()
+    listing = "".join(Path(os.path.relpath(c.paths[0], base)).as_posix() for c in cases)
+    sha = hashlib.sha256((file_sha256(table) + listing).encode()).hexdigest()
     return _finish(cases, target, task, classes, str(table), sha, (suffix,))
 
 
