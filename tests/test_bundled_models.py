@@ -204,3 +204,14 @@ def test_build_reuses_a_cohort_only_when_it_regenerates_identically(tmp_path: Pa
     truth["subjects"][0]["biological_age"] += 1.0  # a generator that changed since the cohort was made
     (root / "synthetic_truth.json").write_text(json.dumps(truth))
     assert not _cohort_reusable(root, "brain_age_t1", spec)
+
+
+def test_export_cli_will_not_write_into_a_bundled_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bundled folder is pinned by its SHA256SUMS: a default-location export would break its own check."""
+    from age2hie_hub.cli.export import main
+
+    folder = _require("age2hie")
+    before = sorted(p.name for p in folder.iterdir())
+    assert main(["onnx", "--model", "age2hie", "-q"]) == 1
+    assert "is bundled with the package" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == before

@@ -37,11 +37,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _default_output(model: object, name: str) -> Path:
-    """model.onnx beside the weights for a local (or bundled) folder; never inside the Hub's cache."""
+    """model.onnx beside the weights for a local folder; never inside the Hub's cache or a bundled model
+    (its files are pinned by SHA256SUMS, and an extra export would make it fail its own check)."""
+    from age2hie_hub.hub.resolve import BUNDLED_DIR
+
     source = getattr(model, "checkpoint_source", None)
     if source is None or getattr(source, "repo_id", None) is not None:
         raise ValueError(f"model {name!r} came from the Hub cache; say where to write with -o FILE.onnx")
-    return Path(source.folder) / "model.onnx"
+    folder = Path(source.folder).resolve()
+    if folder.parent == BUNDLED_DIR.resolve():
+        raise ValueError(f"model {name!r} is bundled with the package (already exported, pinned by hash); "
+                         "say where to write with -o FILE.onnx")
+    return folder / "model.onnx"
 
 
 def _onnx(args: argparse.Namespace) -> int:
