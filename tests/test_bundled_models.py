@@ -46,6 +46,7 @@ def _require(name: str) -> Path:
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh install without network: offline mode, and any attempt to reach the Hub fails the test."""
     import huggingface_hub
+    import huggingface_hub.constants  # noqa: F401  # read the environment now: constants are fixed at import
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
