@@ -8,14 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from age2hie_hub._atomic import atomic_path
 from age2hie_hub.preprocess.config import PreprocessConfig
 from age2hie_hub.train.manifest import file_sha256
 
@@ -54,16 +53,9 @@ class PreprocessCache:
         if target.is_file():
             return target
         array = compute(paths, self.config).astype(self.dtype)
-        target.parent.mkdir(parents=True, exist_ok=True)
         # Atomic: a crash (or a concurrent writer) never leaves a truncated .npy under the final name.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp.npy")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, array)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, array)
         return target
 
     def get(self, paths: Sequence[str | Path]) -> np.ndarray:

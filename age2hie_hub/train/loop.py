@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from age2hie_hub._atomic import atomic_path
 from age2hie_hub._config import check_keys, to_plain
 from age2hie_hub.train import distributed as D
 from age2hie_hub.train.data import ArrayDataset, hash_seed, make_loader
@@ -116,17 +116,10 @@ def _lr_lambda(cfg: LoopConfig, steps_per_epoch: int):
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the rename: --resume must find a whole file after a crash
 
 
 def _fingerprint(cfg: LoopConfig, seed: int, n_train: int, n_val: int) -> str:
