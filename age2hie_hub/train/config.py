@@ -88,7 +88,11 @@ class TransferConfig:
     finetune: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=10, lr=1e-4, patience=5))
     scratch: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=15, lr=1e-3, patience=5))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    val_fraction: float = 0.15  # of the training cases, for early stopping
+    # transfer: this fraction of the cases is held out as the test split of the reported metrics, and as much
+    # again of the rest is the validation part that early stopping (patience, restore_best) watches; inside an
+    # experiment only the latter. 0: no test and no validation part, every case trains, every epoch runs,
+    # and no score is recorded ("split": "none", "n_test": 0): the final model after a cross-validation.
+    val_fraction: float = 0.15
     class_weighted: bool = True
     seed: int = 0
     run_dir: str = "runs/transfer"
@@ -97,6 +101,11 @@ class TransferConfig:
     preprocess_workers: int = 2
     synthetic: bool = False
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1) (0 = train on every case, no held-out score), "
+                             f"got {self.val_fraction}")
 
 
 @dataclass(frozen=True)

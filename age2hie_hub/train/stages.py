@@ -150,10 +150,12 @@ def fit_split(method: MethodConfig, cohort: Cohort, files: list[Path], train_pos
         res: FitResult = fit(model, objective, train_set, val_set, loop, run_dir / stage if run_dir else None,
                              seed=hash_seed(seed, len(history)), resume=cfg.resume, desc=f"{method.name}:{stage}")
         history[stage] = res.history
+    model.training_provenance = prov  # picked up by the caller when it saves a checkpoint
+    if test_pos.size == 0:  # trained on every case (transfer with val_fraction 0): nothing to score
+        return SplitResult(model.cpu(), y[test_pos], np.empty(0), {}, history)
     test_set = ArrayDataset([files[i] for i in test_pos], y[test_pos], in_memory=True)
     _, pred = predict(model, objective, test_set, batch_size=cfg.finetune.batch_size,
                       device=next(model.parameters()).device)
-    model.training_provenance = prov  # picked up by the caller when it saves a checkpoint
     return SplitResult(model.cpu(), y[test_pos], pred, objective.metrics(y[test_pos], pred), history)
 
 
@@ -275,20 +277,33 @@ def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any
     """Train the configured method on the cohort minus a held-out part, test on that part, save the checkpoint.
 
     ``val_fraction`` of the cases is held out for the reported metrics, and as much again of the rest is used
-    for early stopping. For the paper-style cross-validated estimate use ``experiment``.
+    for early stopping. ``val_fraction=0`` trains on every case with neither a test nor a validation part
+    (every epoch runs, ``patience`` has nothing to watch) and records no score: ``"split": "none"``,
+    ``"n_test": 0``. For the paper-style cross-validated estimate use ``experiment``.
     """
     cohort = cohort if cohort is not None else read_cohort(cfg.data)
     prep = _target_preprocess(cfg, cohort)
     files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype, workers=cfg.preprocess_workers,
                           progress=cfg.refine.progress)
     all_pos = np.arange(len(cohort))
-    fit_rel, val_rel = stratified_holdout(cohort.strata, cfg.val_fraction, cfg.seed)
+    if cfg.val_fraction > 0:
+        fit_rel, val_rel = stratified_holdout(cohort.strata, cfg.val_fraction, cfg.seed)
+    else:
+        fit_rel, val_rel = all_pos, np.array([], dtype=np.int64)
+        _warn_unwatched_patience(cfg)
     # The held-out part is never seen in training nor used for early stopping (fit_split carves its own
     # validation cases out of the training part), so its metrics are an honest, if small, test.
     res = fit_split(cfg.method, cohort, files, all_pos[fit_rel], all_pos[val_rel], cfg, seed=cfg.seed,
                     run_dir=Path(cfg.run_dir) / "state", progress=True)
     run_dir = Path(cfg.run_dir)
-    metrics = {"split": "held_out", **res.metrics, "n_train": int(fit_rel.size), "n_test": int(val_rel.size), "method": cfg.method.name, "synthetic": cfg.synthetic}
+    if val_rel.size:
+        metrics = {"split": "held_out", **res.metrics, "n_train": int(fit_rel.size), "n_test": int(val_rel.size),
+                   "method": cfg.method.name, "synthetic": cfg.synthetic}
+    else:
+        # No score on the training cases themselves: it would be resubstitution, not an estimate.
+        metrics = {"split": "none", "n_train": int(fit_rel.size), "n_val": 0, "n_test": 0,
+                   "note": "trained on every case; no held-out score (estimate it with age2hie-train evaluate)",
+                   "method": cfg.method.name, "synthetic": cfg.synthetic}
     out = {"metrics": metrics, "history": res.history, "checkpoint": str(run_dir / "checkpoint")}
     if D.rank() == 0:
         task = "hie_outcome" if cfg.head == "outcome" else "classification"
@@ -300,6 +315,16 @@ def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any
         write_json(out, run_dir / "metrics.json")
     D.barrier()
     return out
+
+
+def _warn_unwatched_patience(cfg: TransferConfig) -> None:
+    """val_fraction 0 leaves no validation cases, so early stopping cannot run: say so rather than ignore it."""
+    for stage in cfg.method.stages:
+        loop = _loop_for(stage, cfg)
+        if loop.patience > 0:
+            log.warning("transfer: val_fraction is 0 (train on every case), so stage %r has no validation cases; "
+                        "its patience %d is ignored and all %d epochs run (set the epochs from a cross-validation)",
+                        stage, loop.patience, loop.epochs)
 
 
 def finetune(checkpoint: str | Path, manifest: str | Path | Cohort, *, target: str = "outcome",
