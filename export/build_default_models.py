@@ -249,8 +249,8 @@ def evaluate_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -
 def train_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> Path:
     """Step 4 (cwd = --work): the transfer recipe of configs/bundle_age2hie.yaml on every case.
 
-    ``stages.transfer`` always holds out ``val_fraction`` of the cases for its reported metrics; the released
-    model uses them all, so this calls the same ``fit_split`` the transfer stage and the evaluation grid call.
+    The released model uses every case: this calls the same ``fit_split`` the transfer stage and the evaluation
+    grid call (``stages.transfer`` with ``val_fraction: 0`` gives the same weights; this recipe predates it).
     """
     import numpy as np
 

@@ -85,8 +85,10 @@ def _body(args: argparse.Namespace) -> int:
 
             out = transfer(cfg)
             summary = out["metrics"]
-            text = ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float)) + \
-                f"; checkpoint {out['checkpoint']}"
+            scores = ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float))
+            if not scores:  # val_fraction 0: trained on every case, nothing held out to score
+                scores = f"no held-out score (split {summary.get('split')}, n_train {summary.get('n_train')})"
+            text = f"{scores}; checkpoint {out['checkpoint']}"
         else:
             from age2hie_hub.train.experiment import run_experiment
 
