@@ -465,7 +465,7 @@ def _training_data_text(config: CheckpointConfig, release: Mapping[str, Any]) ->
     data = prov.get("training_data")
     parts = []
     if _synthetic(config):
-        parts.append("**Synthetic data.** The training and evaluation volumes are synthetic (the run recorded "
+        parts.append("**Synthetic data.** Every volume this model was trained on (and evaluated on, where evaluation is recorded) is synthetic (the run recorded "
                      "`provenance.synthetic`); no real patient was involved."
                      + (" Generator parameters:" if isinstance(data, Mapping) else ""))
     if isinstance(data, Mapping):
@@ -661,7 +661,7 @@ DEFAULT_OUT_OF_SCOPE = ("This is **not a clinical decision tool** and is not a m
 def _limitations_text(config: CheckpointConfig, release: Mapping[str, Any], synthetic: bool) -> str:
     items = list(release.get("limitations") or [])
     if synthetic:
-        items.insert(0, "Trained and evaluated on synthetic volumes only: its weights encode the generator's "
+        items.insert(0, "Trained (and, where recorded, evaluated) on synthetic volumes only: its weights encode the generator's "
                         "ground truth, not human anatomy or pathology.")
     rng = config.training_range
     if rng:
