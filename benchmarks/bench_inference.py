@@ -1,6 +1,7 @@
 """Inference speed: per-stage times, forward share of the machine's peak float32 rate, cold CLI, predict_many.
 
     python benchmarks/bench_inference.py [--model NAME_OR_FOLDER] [--device cpu|cuda] [--repeats N]
+    python benchmarks/bench_inference.py --ort-options    # ONNX Runtime CPU session options and exporters compared
 
 Without --model a stand-in checkpoint is built with the training default architecture (resnet3d_10,
 width 0.25, 2 mm, 64x64x48) and random weights: speed does not depend on the weights. Every backend/batch
@@ -98,6 +99,30 @@ def ensure_onnx(model: str) -> None:
 
 
 # -- measurements (each in its own process) ---------------------------------------------------------------
+def mlas_matmul_probe(threads: int):
+    """A callable timing one 4096^2 float32 MatMul in ONNX Runtime (MLAS): the ceiling of its im2col + GEMM convs."""
+    import onnx
+    import onnxruntime as ort
+
+    n = 4096
+    spec = [onnx.helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, [n, n]) for k in "ABC"]
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["A", "B"], ["C"])], "mm", spec[:2], spec[2:])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=9)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {k: rng.standard_normal((n, n), dtype=np.float32) for k in "AB"}
+
+    def mm() -> float:
+        start = time.perf_counter()
+        session.run(None, feed)
+        return 2 * n**3 / (time.perf_counter() - start) / 1e9
+
+    mm()
+    return mm
+
+
 def matmul_probe(device: str):
     """A callable timing one 4096^2 float32 matmul (torch/MKL): the machine's peak rate reference."""
     import torch
@@ -172,12 +197,19 @@ def forward_run(model: str, backend: str, batch: int, device: str, inputs: dict,
     # The peak is probed between forward runs, in this process: on a shared machine both then see the
     # same neighbours, and the best of each is the least disturbed.
     probe = matmul_probe(device)
-    peaks, forwards = [], []
+    mlas = mlas_matmul_probe(os.cpu_count() or 1) if backend == "onnx" and device == "cpu" else None
+    peaks, mlas_peaks, forwards = [], [], []
     for _ in range(repeats):
         peaks.append(probe())
+        if mlas is not None:
+            mlas_peaks.append(mlas())
+        # One untimed forward first: a probe's 200 MB evicts the caches and its thread pool may still spin
+        # (ONNX Runtime's and MKL's pools are separate), which would charge the probe to the forward.
+        predictor.backend.run(x)
         forwards.append(timed(lambda: predictor.backend.run(x), 1)[0])
     fwd = (min(forwards), statistics.median(forwards))
-    result = {"forward": [t / batch for t in fwd], "device": predictor.backend.device, "peak": max(peaks)}
+    result = {"forward": [t / batch for t in fwd], "device": predictor.backend.device, "peak": max(peaks),
+              "mlas_peak": max(mlas_peaks, default=None)}
     if batch == 1:
         result["total"] = timed(lambda: predictor.predict(inputs["scans"][0]), repeats)
     else:
@@ -194,6 +226,65 @@ def forward_run(model: str, backend: str, batch: int, device: str, inputs: dict,
         result["busy"] = result["pipeline"][f"{PIPELINES[0][0]}x{PIPELINES[0][1]}"]["busy"]
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def ort_options(folder: Path, rounds: int) -> None:
+    """ONNX Runtime CPU forward under session options and exporters, interleaved so neighbours hit all alike."""
+    import onnxruntime as ort
+
+    from age2hie_hub.hub import from_pretrained
+    from age2hie_hub.onnx.export import export_onnx
+    from age2hie_hub.onnx.runtime import physical_cores
+
+    model = from_pretrained(str(folder), device="cpu")
+    for exporter in ("dynamo", "torchscript"):
+        export_onnx(model, folder / f"{exporter}.onnx", exporter=exporter)
+    cores, level = physical_cores(), ort.GraphOptimizationLevel
+    configs = {  # name: (file, threads, SessionOptions attributes, session config entries)
+        "as shipped (ENABLE_ALL, threads=cores)": ("dynamo", cores, {}, {}),
+        "ENABLE_EXTENDED (no NCHWc pass)": ("dynamo", cores, {"graph_optimization_level": level.ORT_ENABLE_EXTENDED}, {}),
+        "ENABLE_BASIC (no Conv+Relu fusion)": ("dynamo", cores, {"graph_optimization_level": level.ORT_ENABLE_BASIC}, {}),
+        "enable_mem_pattern=False": ("dynamo", cores, {"enable_mem_pattern": False}, {}),
+        "enable_cpu_mem_arena=False": ("dynamo", cores, {"enable_cpu_mem_arena": False}, {}),
+        "set_denormal_as_zero": ("dynamo", cores, {}, {"session.set_denormal_as_zero": "1"}),
+        "allow_spinning=0": ("dynamo", cores, {}, {"session.intra_op.allow_spinning": "0"}),
+        "inter_op=2, ORT_PARALLEL": ("dynamo", cores, {"inter_op_num_threads": 2,
+                                                       "execution_mode": ort.ExecutionMode.ORT_PARALLEL}, {}),
+        "intra_op_num_threads=1": ("dynamo", 1, {}, {}),
+        "torchscript exporter": ("torchscript", cores, {}, {}),
+    }
+    batches = (1, 8, 16)
+    sessions = {}
+    for name, (file, threads, attrs, entries) in configs.items():
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        for key, value in attrs.items():
+            setattr(options, key, value)
+        for key, value in entries.items():
+            options.add_session_config_entry(key, value)
+        sessions[name] = ort.InferenceSession(str(folder / f"{file}.onnx"), options, providers=["CPUExecutionProvider"])
+    shape = model.checkpoint_config.preprocess.shape
+    xs = {b: np.random.default_rng(0).standard_normal((b, 1, *shape), dtype=np.float32) for b in batches}
+    times: dict[tuple[str, int], list[float]] = {(n, b): [] for n in sessions for b in batches}
+    for name, session in sessions.items():  # warm-up
+        for b in batches:
+            session.run(None, {"volume": xs[b]})
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            for b in batches:
+                times[name, b].append(timed(lambda: session.run(None, {"volume": xs[b]}), 2)[0] / b)
+    gflop = model_gflop(str(folder))
+    mkl, mlas = matmul_probe("cpu"), mlas_matmul_probe(cores)
+    mkl_peak, mlas_peak = max(mkl() for _ in range(7)), max(mlas() for _ in range(7))
+    print(f"{gflop:.2f} GFLOP per scan; peak 4096^2 matmul: torch/MKL {mkl_peak:.0f}, ORT/MLAS {mlas_peak:.0f} GFLOP/s; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("ms per scan, min (median) over rounds; GFLOP/s and % of the MKL peak at the best batch")
+    print(f"{'configuration':<40} " + " ".join(f"{'batch ' + str(b):>13}" for b in batches) + "  GFLOP/s  % peak")
+    for name in sessions:
+        cells = [f"{min(times[name, b]) * 1e3:5.1f} ({statistics.median(times[name, b]) * 1e3:5.1f})" for b in batches]
+        best = min(min(times[name, b]) for b in batches)
+        print(f"{name:<40} " + " ".join(cells) + f"  {gflop / best:7.1f}  {100 * gflop / best / mkl_peak:5.0f}%")
 
 
 def cold_cli(model: str, scan: str, backend: str, runs: int) -> list[float]:
@@ -235,11 +326,16 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--scans", type=int, default=32, help="scans for the predict_many run")
+    p.add_argument("--ort-options", action="store_true", help="compare ONNX Runtime CPU session options")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--inputs", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
+
+    if args.ort_options:
+        with tempfile.TemporaryDirectory(prefix="bench-ort-") as tmp:
+            return ort_options(Path(make_stand_in(Path(tmp))), rounds=max(3, args.repeats))
 
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         tmp_path = Path(tmp)
@@ -273,7 +369,8 @@ def main() -> None:
         busy = f"{r['busy'] * 100:4.0f}%" if "busy" in r else "    -"
         print(f"{backend:<7} {batch:>5} {r['device']:<22} {ms(stage['read'][0])} {ms(stage['adc'][0])} "
               f"{ms(stage['preprocess'][0])} {ms(fwd_min)} ({ms(fwd_med).strip():>5}) {ms(tot_min)} ({ms(tot_med).strip():>5}) "
-              f"{rate:8.1f} {100 * rate / row_peak:5.0f}% {busy} {r['peak_rss_mb']:6.0f}MB  (peak {row_peak:.0f})")
+              f"{rate:8.1f} {100 * rate / row_peak:5.0f}% {busy} {r['peak_rss_mb']:6.0f}MB  (peak {row_peak:.0f}"
+              + (f"; MLAS matmul {r['mlas_peak']:.0f}, {100 * rate / r['mlas_peak']:.0f}% of it)" if r.get("mlas_peak") else ")"))
     print("\npredict_many pipeline (batch 8, %d scans): per-scan wall ms / forward busy / busy after the first batch"
           % args.scans)
     for (backend, batch), r in runs.items():

@@ -79,6 +79,9 @@ class OnnxSession:
             raise CheckpointError(
                 f"{self.path}: no ONNX model file; export one with `age2hie-export onnx --model NAME -o {self.path}`"
             )
+        # Measured on CPU (benchmarks/bench_inference.py --ort-options, docs/inference.md): one intra-op thread
+        # per usable core is what pays; an inter-op pool halves the speed, and the graph level, spinning,
+        # denormals-as-zero, memory pattern and arena change nothing beyond noise for our 3D ResNets.
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or physical_cores()
