@@ -285,6 +285,36 @@ def ort_options(folder: Path, rounds: int) -> None:
         cells = [f"{min(times[name, b]) * 1e3:5.1f} ({statistics.median(times[name, b]) * 1e3:5.1f})" for b in batches]
         best = min(min(times[name, b]) for b in batches)
         print(f"{name:<40} " + " ".join(cells) + f"  {gflop / best:7.1f}  {100 * gflop / best / mkl_peak:5.0f}%")
+    conv_probe(cores)
+
+
+def conv_probe(threads: int) -> None:
+    """One ONNX Conv, 3D against 2D on the same data as slices: MLAS has blocked (NCHWc) kernels for 2D only."""
+    import onnx
+    import onnxruntime as ort
+
+    def rate(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> float:
+        rng = np.random.default_rng(0)
+        weight = onnx.numpy_helper.from_array(0.01 * rng.standard_normal(w_shape, dtype=np.float32), "W")
+        node = onnx.helper.make_node("Conv", ["X", "W"], ["Y"], pads=[1] * (2 * (len(w_shape) - 2)))
+        graph = onnx.helper.make_graph(
+            [node], "conv", [onnx.helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, list(x_shape))],
+            [onnx.helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)], initializer=[weight])
+        proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=9)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        session.run(None, {"X": x})
+        flop = 2 * np.prod(x_shape) * w_shape[0] * np.prod(w_shape[2:])  # stride 1, same padding
+        return flop / timed(lambda: session.run(None, {"X": x}), 7)[0] / 1e9
+
+    n, d, h, w = 8, 48, 32, 32  # the stand-in's first stage at batch 8
+    for c in (16, 32):
+        r3 = rate((n, c, d, h, w), (c, c, 3, 3, 3))
+        r2 = rate((n * d, c, h, w), (c, c, 3, 3))
+        print(f"one Conv {c}->{c} on {n}x{d}x{h}x{w}: 3x3x3 (im2col + GEMM) {r3:.0f} GFLOP/s; "
+              f"3x3 2D on the same data as {n * d} slices (NCHWc) {r2:.0f} GFLOP/s")
 
 
 def cold_cli(model: str, scan: str, backend: str, runs: int) -> list[float]:

@@ -92,6 +92,22 @@ def test_export_refuses_old_opsets_and_writes_nothing(tmp_path):
     assert not list(tmp_path.glob("*.onnx*")) and not list(tmp_path.glob(".out.onnx*"))
 
 
+def test_cpu_session_uses_one_intra_op_thread_per_usable_core(monkeypatch):
+    # The one CPU session setting that measurably pays (docs/inference.md): an intra-op pool sized to the
+    # cores this process may use (container affinity, not the host's count), no inter-op pool.
+    import onnxruntime
+
+    from age2hie_hub.hub.resolve import resolve_checkpoint
+    from age2hie_hub.onnx import runtime
+
+    path = resolve_checkpoint("age2hie").folder / "model.onnx"
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    options = runtime.OnnxSession(path, device="cpu").session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.execution_mode == onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    assert runtime.OnnxSession(path, device="cpu", threads=3).session.get_session_options().intra_op_num_threads == 3
+
+
 def test_providers_fall_back_to_cpu_and_refuse_missing_cuda(monkeypatch):
     from age2hie_hub.onnx import runtime
 
