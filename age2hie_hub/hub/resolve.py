@@ -14,7 +14,6 @@ environment is read at call time, not import time: HF_ENDPOINT, HF_HUB_OFFLINE, 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import re
@@ -23,7 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from age2hie_hub.errors import CheckpointError, ModelNotFoundError
-from age2hie_hub.hub.checkpoint import CARD_NAME, CONFIG_NAME, ONNX_NAME, WEIGHTS_NAME, load_checkpoint
+from age2hie_hub.hub.checkpoint import (
+    CARD_NAME,
+    CONFIG_NAME,
+    ONNX_NAME,
+    WEIGHTS_NAME,
+    file_sha256,
+    load_checkpoint,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -79,14 +85,6 @@ def _bundled_folder(alias: str) -> Path | None:
     return folder if (folder / CONFIG_NAME).is_file() else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # Folders already verified in this process, with the (name, size, mtime) of their files then: the CLI resolves
 # a name twice (backend choice, then loading), and rehashing unchanged files would cost ~20 ms each time.
 _VERIFIED: dict[Path, tuple[tuple[str, int, int], ...]] = {}
@@ -136,7 +134,7 @@ def _verify_sums(folder: Path) -> None:
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing (listed in {sums}); reinstall age2hie-hub")
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != expected:
             raise CheckpointError(f"{path}: SHA-256 {actual[:16]}... differs from {expected[:16]}... pinned in {sums}; "
                                   "the bundled model was modified or damaged: reinstall age2hie-hub")

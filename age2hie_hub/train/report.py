@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from age2hie_hub._atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 PROTOCOL_NAMES = {"same_site": "same-site", "multi_site": "multi-site", "cross_site": "cross-site"}
@@ -109,9 +111,16 @@ def plot_protocols(summary: Sequence[dict[str, Any]], path: Path, metric: str = 
     ax.legend(frameon=False, fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
+
+
+def _save_figure(plt: Any, fig: Any, path: Path) -> None:
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def plot_learning_curve(table: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
@@ -129,6 +138,4 @@ def plot_learning_curve(table: Sequence[dict[str, Any]], path: Path, title: str 
     ax.legend(frameon=False, fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
