@@ -5,8 +5,7 @@ CLIs' `--help` stay fast.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from age2hie_hub._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -29,7 +28,4 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'age2hie_hub' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

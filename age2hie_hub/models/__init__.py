@@ -5,9 +5,7 @@ ONNX backend) must not pull in torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from age2hie_hub._lazy import lazy_getattr
 from age2hie_hub.models.config import HEADS, ModelConfig
 
 _LAZY = {
@@ -28,7 +26,4 @@ _LAZY = {
 __all__ = ["HEADS", "ModelConfig", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"age2hie_hub.models.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'age2hie_hub.models' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, {name: f"age2hie_hub.models.{module}" for name, module in _LAZY.items()})

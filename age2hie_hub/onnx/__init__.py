@@ -4,8 +4,7 @@ Names are loaded lazily so that `from age2hie_hub.onnx import OnnxSession` never
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from age2hie_hub._lazy import lazy_getattr
 
 _LAZY = {
     "OnnxSession": "age2hie_hub.onnx.runtime",
@@ -16,7 +15,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'age2hie_hub.onnx' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -5,9 +5,9 @@ SimpleITK) load on first use, so importing the config stays light (0.3 s instead
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from age2hie_hub._lazy import lazy_getattr
 from age2hie_hub.preprocess.config import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -25,7 +25,4 @@ _LAZY = {
 __all__ = ["PreprocessConfig", "Preprocessed", "preprocess", "reorient_to_ras", "resample_to"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'age2hie_hub.preprocess' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -5,8 +5,7 @@ Heavy modules (torch, the template) load on first use, so importing this package
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from age2hie_hub._lazy import lazy_getattr
 
 _LAZY = {
     "make_brain_age_cohort": "age2hie_hub.synth.cohort",
@@ -24,7 +23,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'age2hie_hub.synth' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
