@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+# The same forward -> predict_outputs tuple module the ONNX export traces (its module path is recorded in
+# every exported model.onnx, so it stays where it is).
+from age2hie_hub.onnx.export import _Outputs
+
 log = logging.getLogger(__name__)
 
 OPTIMIZE = ("auto", "none", "frozen")
@@ -33,18 +37,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch sees no CUDA device; use device='cpu' or 'auto'")
     return torch.device(device)
-
-
-class _Outputs(torch.nn.Module):
-    """forward -> predict_outputs as one traceable module returning a tuple in a fixed key order."""
-
-    def __init__(self, model: torch.nn.Module, keys: tuple[str, ...]) -> None:
-        super().__init__()
-        self.model, self.keys = model, keys
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model.predict_outputs(self.model(x))
-        return tuple(out[k] for k in self.keys)
 
 
 class TorchBackend:

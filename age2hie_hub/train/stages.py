@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from age2hie_hub._atomic import write_text_atomic
 from age2hie_hub.hub import CheckpointConfig, load_checkpoint, save_pretrained
 from age2hie_hub.models import (
-    Age2HieNet, ModelConfig, build_model, load_imagenet_resnet18, load_kinetics_r3d18, load_sfcn_ukbiobank,
+    Age2HieNet,
+    ModelConfig,
+    build_model,
+    load_imagenet_resnet18,
+    load_kinetics_r3d18,
+    load_sfcn_ukbiobank,
     replace_head,
 )
 from age2hie_hub.preprocess.config import PreprocessConfig
@@ -51,12 +55,7 @@ class SplitResult:
 
 def write_json(data: Any, path: Path) -> None:
     """Atomic JSON write (only rank 0 calls it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=_json_default)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(v: Any) -> Any:
