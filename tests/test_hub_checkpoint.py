@@ -26,13 +26,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # On a shared 2-core machine, 2 OpenMP threads make these tiny convolutions ~100x slower (measured).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 HEAD_ARGS = {"age_softbin": {"bins": 6, "age_range": [0.0, 12.0]}, "classification": {"num_classes": 3}}

@@ -17,7 +17,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from age2hie_hub.hub import CheckpointConfig, from_pretrained, load_checkpoint, save_pretrained
+from age2hie_hub.hub import (
+    CheckpointConfig,
+    from_pretrained,
+    load_checkpoint,
+    save_pretrained,
+)
 from age2hie_hub.models import ModelConfig, build_model
 from age2hie_hub.preprocess.config import PreprocessConfig
 
@@ -26,12 +31,7 @@ IO_FILE = GOLDEN / "golden_io.safetensors"
 SEED = 1234
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _golden_config() -> CheckpointConfig:

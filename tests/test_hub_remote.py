@@ -23,12 +23,7 @@ REPO_ID = "neonatal-lab/age2hie-tiny"
 X = torch.randn(2, 1, 16, 16, 12, generator=torch.Generator().manual_seed(3))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions on a shared 2-core machine: 1 thread is ~100x faster
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

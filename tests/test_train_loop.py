@@ -12,14 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread, and far faster than two on a CPU shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 import torch
 
 from age2hie_hub.models import ModelConfig, build_model
