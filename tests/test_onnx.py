@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,12 @@ from age2hie_hub.inference import Predictor
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
+
+
+def openvino_installed() -> bool:
+    from age2hie_hub.onnx.providers import openvino_cpu_device
+
+    return openvino_cpu_device()[0] is not None
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +41,10 @@ def test_export_names_inputs_and_outputs_with_a_dynamic_batch(exported):
     import onnx
 
     folder, report = exported
-    assert report.ok and report.opset == 18 and report.provider == "CPUExecutionProvider"
+    # Parity is checked on every CPU provider that may run the file here.
+    checked = report.provider.split(", ")
+    assert report.ok and report.opset == 18 and checked[0] == "CPUExecutionProvider"
+    assert checked[1:] == (["OpenVINOExecutionProvider"] if openvino_installed() else [])
     assert report.max_abs_diff["probability"] <= 1e-4
     proto = onnx.load(str(folder / "model.onnx"))
     assert [i.name for i in proto.graph.input] == ["volume"]
@@ -46,16 +56,20 @@ def test_export_names_inputs_and_outputs_with_a_dynamic_batch(exported):
 
 
 @pytest.mark.slow
-def test_onnx_backend_matches_torch(exported, tmp_path):
+@pytest.mark.parametrize("provider", ["CPUExecutionProvider", "OpenVINOExecutionProvider"])
+def test_onnx_backend_matches_torch(exported, tmp_path, provider):
+    openvino = provider == "OpenVINOExecutionProvider"
+    if openvino and not openvino_installed():
+        pytest.skip("onnxruntime-ep-openvino is not installed (the `openvino` extra; Linux/Windows x86-64 only)")
     folder, _ = exported
     scans = [write_nifti(tmp_path / f"s{i}.nii.gz", adc_array(seed=i), adc_affine()) for i in range(3)]
-    ort = Predictor.from_pretrained(folder, backend="onnx", device="auto")
+    ort = Predictor.from_pretrained(folder, backend="onnx", device="cpu", openvino=openvino)
     pt = Predictor.from_pretrained(folder, backend="torch", device="cpu")
     got = ort.predict_many(scans, batch_size=3, progress=False)
     want = pt.predict_many(scans, batch_size=3, progress=False)
     assert np.allclose([p.probability for p in got], [p.probability for p in want], atol=1e-4)
     p = got[0]
-    assert (p.backend, p.device) == ("onnx", "CPUExecutionProvider")
+    assert (p.backend, p.device) == ("onnx", provider)
     assert p.weights_sha256 == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
     assert p.synthetic_model and p.label in ("favourable", "adverse")
 
@@ -98,29 +112,38 @@ def test_cpu_session_uses_one_intra_op_thread_per_usable_core(monkeypatch):
     import onnxruntime
 
     from age2hie_hub.hub.resolve import resolve_checkpoint
-    from age2hie_hub.onnx import runtime
+    from age2hie_hub.onnx import providers, runtime
 
     path = resolve_checkpoint("age2hie").folder / "model.onnx"
-    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    options = runtime.OnnxSession(path, device="cpu").session.get_session_options()
-    assert options.intra_op_num_threads == 1
+    monkeypatch.setattr(providers.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    session = runtime.OnnxSession(path, device="cpu", openvino=False)
+    options = session.session.get_session_options()
+    assert session.threads == options.intra_op_num_threads == 1
     assert options.execution_mode == onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     assert runtime.OnnxSession(path, device="cpu", threads=3).session.get_session_options().intra_op_num_threads == 3
+    # OpenVINO gets the same thread count, and float32 (its default may compute in bf16 on CPUs that have it).
+    config = json.loads(providers.openvino_options(3)["load_config"])["CPU"]
+    assert config == {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "3"}
 
 
 def test_providers_fall_back_to_cpu_and_refuse_missing_cuda(monkeypatch):
-    from age2hie_hub.onnx import runtime
+    from age2hie_hub.onnx import providers
 
-    assert runtime.choose_providers("cpu") == ["CPUExecutionProvider"]
-    monkeypatch.setattr(runtime, "cuda_device_count", lambda: 0)
-    assert runtime.choose_providers("auto") == ["CPUExecutionProvider"]
+    cpu = ["OpenVINOExecutionProvider", "CPUExecutionProvider"] if openvino_installed() else ["CPUExecutionProvider"]
+    assert providers.choose_providers("cpu") == cpu
+    assert providers.choose_providers("cpu", openvino=False) == ["CPUExecutionProvider"]
+    monkeypatch.setattr(providers, "cuda_device_count", lambda: 0)
+    assert providers.choose_providers("auto") == cpu
     with pytest.raises(ValueError, match="no usable CUDA provider"):
-        runtime.choose_providers("cuda")
-    monkeypatch.setattr(runtime, "cuda_device_count", lambda: 1)
+        providers.choose_providers("cuda")
+    with pytest.raises(ValueError, match="cannot be combined with device='cuda'"):
+        providers.choose_providers("cuda", openvino=True)
+    monkeypatch.setattr(providers, "cuda_device_count", lambda: 1)
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        assert runtime.choose_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        assert providers.choose_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        assert providers.choose_providers("auto", openvino=True) == cpu  # asked for OpenVINO: the CPU it is
 
 
 @pytest.mark.slow

@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--onnx-file", metavar="PATH", help="ONNX file to use instead of the checkpoint's model.onnx")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA if present)")
+    p.add_argument(
+        "--openvino", action=argparse.BooleanOptionalAction, default=None,
+        help="ONNX backend on CPU: run on the OpenVINO execution provider (default: when onnxruntime-ep-openvino "
+        "is installed; --openvino makes its absence an error, --no-openvino uses ONNX Runtime's own CPU kernels)",
+    )
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="scans per forward pass (default: 4)")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="background reading threads")
     p.add_argument("--second-channel", nargs="+", metavar="PATH", help="second-channel volume (e.g. Z-ADC), one per INPUT")
@@ -98,7 +103,7 @@ def _load(args: argparse.Namespace) -> Any:
         backend = "onnx" if args.onnx_file or _has_onnx_export(args) else "torch"
     return Predictor.from_pretrained(
         args.model, backend=backend, device=args.device, revision=args.revision,
-        local_files_only=args.local_files_only, onnx_file=args.onnx_file,
+        local_files_only=args.local_files_only, onnx_file=args.onnx_file, openvino=args.openvino,
     )
 
 

@@ -103,16 +103,21 @@ class Predictor:
         token: str | None = None,
         onnx_file: str | os.PathLike[str] | None = None,
         optimize: str = "auto",
+        openvino: bool | None = None,
     ) -> "Predictor":
         """Load a checkpoint by alias, `hf-hub:org/name[@revision]` or folder.
 
-        backend="onnx" reads config.json and model.onnx (or `onnx_file`) and never imports torch.
+        backend="onnx" reads config.json and model.onnx (or `onnx_file`) and never imports torch. On CPU it runs
+        on ONNX Runtime's OpenVINO execution provider when that is installed (`openvino=None`), always
+        (`openvino=True`, an error without it) or never (`openvino=False`).
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         name = str(name)
         if backend == "onnx":
-            return cls._from_onnx(name, device, revision, cache_dir, local_files_only, token, onnx_file)
+            return cls._from_onnx(name, device, revision, cache_dir, local_files_only, token, onnx_file, openvino)
+        if openvino:
+            raise ValueError("openvino=True is an ONNX Runtime execution provider: use backend='onnx'")
         from age2hie_hub.hub import from_pretrained
         from age2hie_hub.inference.torch_backend import TorchBackend, resolve_device
 
@@ -133,7 +138,7 @@ class Predictor:
     @classmethod
     def _from_onnx(
         cls, name: str, device: str, revision: str | None, cache_dir: Any, local_files_only: bool,
-        token: str | None, onnx_file: Any,
+        token: str | None, onnx_file: Any, openvino: bool | None = None,
     ) -> "Predictor":
         # hub's resolver and config reader, never its loader: this path must not import torch.
         from age2hie_hub.hub.checkpoint import ONNX_NAME, WEIGHTS_NAME, file_sha256, read_config
@@ -152,7 +157,7 @@ class Predictor:
                 f"{path}: no ONNX export for model {name!r}; create it with "
                 f"`age2hie-export onnx --model {name} -o {path}` or use --backend torch"
             )
-        session = OnnxSession(path, device=device)
+        session = OnnxSession(path, device=device, openvino=openvino)
         _check_onnx_matches_weights(session, folder / WEIGHTS_NAME, name)
         info = ModelInfo(
             name=name,

@@ -1,69 +1,27 @@
 """ONNX Runtime session for an exported checkpoint. Never imports torch.
 
-Providers: CUDA when a CUDA device is present (and onnxruntime-gpu offers it), else CPU. The provider that
-actually runs is read back from the session, because ONNX Runtime silently falls back to CPU when the CUDA
-libraries cannot be loaded.
+Which execution provider runs is chosen in `providers.py` (CUDA, OpenVINO on CPU, or ONNX Runtime's CPU kernels).
+The provider that actually runs is read back from the session, because ONNX Runtime silently falls back to CPU
+when the CUDA libraries cannot be loaded.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from age2hie_hub.errors import CheckpointError
+from age2hie_hub.onnx.providers import (
+    CPU, CUDA, OPENVINO, choose_providers, cuda_device_count, openvino_cpu_device, openvino_options, physical_cores,
+)
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "volume"
 WEIGHTS_KEY = "age2hie.weights_sha256"  # metadata: sha256 of the model.safetensors the graph was exported from
-DEVICES = ("auto", "cpu", "cuda")
 
-
-@functools.lru_cache(maxsize=1)
-def cuda_device_count() -> int:
-    """Number of CUDA devices the driver sees (0 without a driver), without torch."""
-    names = ["nvcuda.dll"] if os.name == "nt" else ["libcuda.so.1", "libcuda.so", ctypes.util.find_library("cuda")]
-    for name in filter(None, names):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        count = ctypes.c_int(0)
-        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return int(count.value)
-    return 0
-
-
-def choose_providers(device: str) -> list[str]:
-    """The provider list for `device` ("auto", "cpu", "cuda")."""
-    import onnxruntime as ort
-
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    available = ort.get_available_providers()
-    has_cuda = "CUDAExecutionProvider" in available and cuda_device_count() > 0
-    if device == "cuda" and not has_cuda:
-        raise ValueError(
-            "device='cuda' was requested but ONNX Runtime has no usable CUDA provider "
-            f"(providers {available}, CUDA devices {cuda_device_count()}); use device='cpu' or 'auto'"
-        )
-    if device == "cpu" or not has_cuda:
-        return ["CPUExecutionProvider"]
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-
-def physical_cores() -> int:
-    """Cores this process may use (affinity-aware); ONNX Runtime's default can oversubscribe containers."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+__all__ = ["OnnxSession", "INPUT_NAME", "WEIGHTS_KEY", "choose_providers", "cuda_device_count", "physical_cores"]
 
 
 class OnnxSession:
@@ -71,28 +29,29 @@ class OnnxSession:
 
     backend = "onnx"
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+    def __init__(
+        self, path: str | Path, device: str = "auto", threads: int | None = None, openvino: bool | None = None,
+    ) -> None:
+        """openvino: None = OpenVINO on CPU when installed, True = require it, False = ONNX Runtime's CPU kernels."""
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(
                 f"{self.path}: no ONNX model file; export one with `age2hie-export onnx --model NAME -o {self.path}`"
             )
-        # Measured on CPU (benchmarks/bench_inference.py --ort-options, docs/inference.md): one intra-op thread
-        # per usable core is what pays; an inter-op pool halves the speed, and the graph level, spinning,
-        # denormals-as-zero, memory pattern and arena change nothing beyond noise for our 3D ResNets.
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or physical_cores()
-        options.log_severity_level = 3  # errors only: the CPU fallback is reported through `provider`
-        providers = choose_providers(device)
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-        except Exception as exc:  # ORT raises its own untyped errors on corrupt or foreign files
-            raise CheckpointError(f"{self.path}: ONNX Runtime cannot load this file ({exc})") from exc
+        self.threads = threads or physical_cores()
+        providers = choose_providers(device, openvino)
+        self.session = None
+        if providers[0] == OPENVINO:
+            try:
+                self.session = self._create(providers[0])
+            except CheckpointError as exc:
+                if openvino:
+                    raise
+                log.warning("%s; running on ONNX Runtime's CPU provider instead", exc)
+        if self.session is None:
+            self.session = self._create(providers[0] if providers[0] != OPENVINO else CPU)
         self.provider = self.session.get_providers()[0]
-        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+        if device == "cuda" and self.provider != CUDA:
             raise ValueError(f"{self.path}: CUDA was requested but ONNX Runtime fell back to {self.provider}")
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
@@ -104,6 +63,30 @@ class OnnxSession:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         log.info("ONNX Runtime session on %s for %s", self.provider, self.path)
+
+    def _create(self, provider: str):
+        import onnxruntime as ort
+
+        # Measured on CPU (benchmarks/bench_inference.py --ort-options, docs/inference.md): one intra-op thread
+        # per usable core is what pays; an inter-op pool halves the speed, and the graph level, spinning,
+        # denormals-as-zero, memory pattern and arena change nothing beyond noise for our 3D ResNets.
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.threads
+        options.log_severity_level = 3  # errors only: the CPU fallback is reported through `provider`
+        providers: list[str] | None = [provider] if provider == CPU else [provider, CPU]
+        if provider == OPENVINO:
+            options.log_severity_level = 4  # a refusal is raised below with ONNX Runtime's reason, not logged twice
+            # OpenVINO takes the whole graph or nothing: a graph split between two providers would be reported
+            # as OpenVINO while part of it ran elsewhere.
+            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+            options.add_provider_for_devices([openvino_cpu_device()[0]], openvino_options(self.threads))
+            providers = None
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own untyped errors on corrupt or foreign files
+            where = f" with {provider}" if provider != CPU else ""
+            raise CheckpointError(f"{self.path}: ONNX Runtime cannot load this file{where} ({exc})") from exc
 
     @property
     def device(self) -> str:

@@ -1,0 +1,115 @@
+"""Which ONNX Runtime execution provider runs a model: CUDA, OpenVINO on the CPU, or ONNX Runtime's own CPU kernels.
+
+Order for device="auto": CUDA when a device is present (and onnxruntime-gpu offers it); else the OpenVINO plugin
+when it is installed (the `openvino` extra, pip package onnxruntime-ep-openvino); else the default CPU provider.
+OpenVINO is preferred on CPUs because ONNX Runtime's own provider runs Conv3d as im2col + GEMM, at 28-42 % of
+this machine's peak on our 3D ResNets, while OpenVINO's blocked direct 3D convolutions reach ~2.5x that
+(docs/inference.md, benchmarks/bench_inference.py). Never imports torch.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import json
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+OPENVINO = "OpenVINOExecutionProvider"
+CPU = "CPUExecutionProvider"
+OPENVINO_PACKAGE = "onnxruntime-ep-openvino"
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_device_count() -> int:
+    """Number of CUDA devices the driver sees (0 without a driver), without torch."""
+    names = ["nvcuda.dll"] if os.name == "nt" else ["libcuda.so.1", "libcuda.so", ctypes.util.find_library("cuda")]
+    for name in filter(None, names):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return int(count.value)
+    return 0
+
+
+def physical_cores() -> int:
+    """Cores this process may use (affinity-aware); ONNX Runtime's default can oversubscribe containers."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=1)
+def openvino_cpu_device() -> tuple[Any | None, str]:
+    """(OpenVINO's CPU `OrtEpDevice`, "") or (None, why not). Registers the plugin library once per process."""
+    import onnxruntime as ort
+
+    if not hasattr(ort, "register_execution_provider_library"):
+        return None, f"onnxruntime {ort.__version__} cannot load plugin execution providers (needs >= 1.23)"
+
+    def cpu_device() -> Any | None:
+        return next((d for d in ort.get_ep_devices()
+                     if d.ep_name == OPENVINO and d.ep_metadata.get("ov_device") == "CPU"), None)
+
+    found = cpu_device()  # already registered by the application itself
+    if found is not None:
+        return found, ""
+    try:
+        import onnxruntime_ep_openvino
+    except ImportError:
+        return None, f"{OPENVINO_PACKAGE} is not installed (pip install 'age2hie-hub[openvino]')"
+    try:
+        ort.register_execution_provider_library("age2hie-openvino", onnxruntime_ep_openvino.get_library_path())
+    except Exception as exc:  # a missing or incompatible shared library: ONNX Runtime's untyped error
+        return None, f"ONNX Runtime could not load the {OPENVINO_PACKAGE} plugin ({exc})"
+    found = cpu_device()
+    return (found, "") if found is not None else (None, "the OpenVINO plugin found no CPU device")
+
+
+def openvino_options(threads: int) -> dict[str, str]:
+    """OpenVINO settings for a session: float32 always (on CPUs with bf16/fp16 units its default may compute in
+    lower precision: ~1e-4 off in probability, measured), and the same thread count as ONNX Runtime's own pool."""
+    config = {"CPU": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(threads)}}
+    return {"load_config": json.dumps(config)}
+
+
+def choose_providers(device: str, openvino: bool | None = None) -> list[str]:
+    """The providers to try, fastest first, for `device` ("auto", "cpu", "cuda").
+
+    openvino: None = use it on CPU when installed, True = require it (error when unavailable), False = never.
+    """
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    available = ort.get_available_providers()
+    has_cuda = CUDA in available and cuda_device_count() > 0
+    if device == "cuda":
+        if openvino:
+            raise ValueError("openvino=True runs on the CPU; it cannot be combined with device='cuda'")
+        if not has_cuda:
+            raise ValueError(
+                "device='cuda' was requested but ONNX Runtime has no usable CUDA provider "
+                f"(providers {available}, CUDA devices {cuda_device_count()}); use device='cpu' or 'auto'"
+            )
+    if has_cuda and device != "cpu" and not openvino:
+        return [CUDA, CPU]
+    if openvino is False:
+        return [CPU]
+    ov_device, why_not = openvino_cpu_device()
+    if ov_device is None:
+        if openvino:
+            raise ValueError(f"openvino=True was requested but {why_not}")
+        log.debug("OpenVINO execution provider not used: %s", why_not)
+        return [CPU]
+    return [OPENVINO, CPU]
