@@ -235,3 +235,29 @@ def test_scanner_trace_volume_in_a_shell_is_ignored():
     # Without gradient information the trace volume counts as a direction (and biases the result).
     biased = compute_adc(series(sig, [0, 1000, 1000, 1000, 1000]))
     assert not np.allclose(biased.data, d.mean(axis=-1), rtol=1e-3)
+
+
+def test_sampled_median_is_within_half_a_percent_of_the_full_median():
+    # The unit check and range warnings take the median from every k-th voxel (a third of preprocessing
+    # otherwise); on full-size synthetic scans it must stay within 0.5 % of the exact median.
+    from age2hie_hub.dwi.units import SAMPLE_VOXELS, sampled_median
+    from age2hie_hub.synth import synth_hie_case, synth_t1
+
+    rng = np.random.default_rng(3)
+    adc = synth_hie_case(rng, "BCH", spacing=(0.6, 0.6, 2.0), n_slices=40)[0].data
+    t1 = synth_t1(rng, 40.0, "F", spacing=(1.0, 1.0, 1.0))[0].data
+    for data, keep in ((adc, "positive"), (t1, "nonzero")):
+        assert data.size > 4 * SAMPLE_VOXELS  # the sampled path, not the exact one
+        values = data[np.isfinite(data) & ((data > 0) if keep == "positive" else (data != 0))]
+        exact = float(np.median(values))
+        assert abs(sampled_median(data, keep) / exact - 1) < 5e-3, (keep, sampled_median(data, keep), exact)
+
+
+def test_sampled_median_of_a_sparse_image_uses_every_voxel():
+    from age2hie_hub.dwi.units import sampled_median
+
+    data = np.zeros((200, 200, 60), np.float32)
+    data.reshape(-1)[1::997][:50] = np.arange(1, 51)  # 50 voxels a stride could miss or misjudge
+    assert sampled_median(data) == 25.5
+    assert sampled_median(np.zeros((10, 10, 10))) is None
+    assert sampled_median(np.full((4, 4, 4), -1.0), "nonzero") == -1.0

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from age2hie_hub.dwi.units import sampled_median
 from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io.volume import Volume
 
@@ -101,12 +102,10 @@ def check_volume(volume: Volume, modality: str, training_range: dict[str, Any], 
         bounds, what = DEFAULT_ADC_MM2S, "the range of brain ADC"
     else:
         return warnings
-    data = volume.data
-    foreground = data[data > 0] if modality in ADC_MODALITIES else data[data != 0]
-    if foreground.size == 0:
+    median = sampled_median(volume.data, "positive" if modality in ADC_MODALITIES else "nonzero")
+    if median is None:
         warnings.append(f"{name}: no non-zero voxels; the scan looks empty")
         return warnings
-    median = float(np.median(foreground))
     if not _in_range(median, bounds):
         lo, hi = bounds
         warnings.append(
