@@ -1,7 +1,7 @@
 """Inference speed: per-stage times, forward share of the machine's peak float32 rate, cold CLI, predict_many.
 
     python benchmarks/bench_inference.py [--model NAME_OR_FOLDER] [--device cpu|cuda] [--repeats N]
-    python benchmarks/bench_inference.py --ort-options    # ONNX Runtime CPU session options and exporters compared
+    python benchmarks/bench_inference.py --ort-options    # ONNX Runtime CPU providers, session options, exporters
 
 Without --model a stand-in checkpoint is built with the training default architecture (resnet3d_10,
 width 0.25, 2 mm, 64x64x48) and random weights: speed does not depend on the weights. Every backend/batch
@@ -98,6 +98,12 @@ def ensure_onnx(model: str) -> None:
         export_onnx(from_pretrained(model, device="cpu"), folder / "model.onnx")
 
 
+def openvino_installed() -> bool:
+    from age2hie_hub.onnx.providers import openvino_cpu_device
+
+    return openvino_cpu_device()[0] is not None
+
+
 # -- measurements (each in its own process) ---------------------------------------------------------------
 def mlas_matmul_probe(threads: int):
     """A callable timing one 4096^2 float32 MatMul in ONNX Runtime (MLAS): the ceiling of its im2col + GEMM convs."""
@@ -184,11 +190,12 @@ def stages(model: str, inputs: dict, repeats: int) -> dict[str, float]:
     return out
 
 
-def forward_run(model: str, backend: str, batch: int, device: str, inputs: dict, repeats: int) -> dict:
+def forward_run(model: str, backend: str, batch: int, device: str, inputs: dict, repeats: int,
+                openvino: bool | None = None) -> dict:
     """Forward and end-to-end times for one backend at one batch size, in this (fresh) process."""
     from age2hie_hub.inference import Predictor
 
-    predictor = Predictor.from_pretrained(model, backend=backend, device=device)
+    predictor = Predictor.from_pretrained(model, backend=backend, device=device, openvino=openvino)
     prepared = predictor.prepare(inputs["scans"][0])
     x = np.stack([prepared.array] * batch)
     predictor.backend.run(x)  # warm-up (and, for torch on CPU, the frozen graph's build on the 2nd call)
@@ -197,7 +204,8 @@ def forward_run(model: str, backend: str, batch: int, device: str, inputs: dict,
     # The peak is probed between forward runs, in this process: on a shared machine both then see the
     # same neighbours, and the best of each is the least disturbed.
     probe = matmul_probe(device)
-    mlas = mlas_matmul_probe(os.cpu_count() or 1) if backend == "onnx" and device == "cpu" else None
+    on_mlas = predictor.backend.device == "CPUExecutionProvider"
+    mlas = mlas_matmul_probe(os.cpu_count() or 1) if on_mlas else None
     peaks, mlas_peaks, forwards = [], [], []
     for _ in range(repeats):
         peaks.append(probe())
@@ -234,28 +242,37 @@ def ort_options(folder: Path, rounds: int) -> None:
 
     from age2hie_hub.hub import from_pretrained
     from age2hie_hub.onnx.export import export_onnx
-    from age2hie_hub.onnx.runtime import physical_cores
+    from age2hie_hub.onnx.providers import openvino_cpu_device, physical_cores
 
     model = from_pretrained(str(folder), device="cpu")
     for exporter in ("dynamo", "torchscript"):
         export_onnx(model, folder / f"{exporter}.onnx", exporter=exporter)
     cores, level = physical_cores(), ort.GraphOptimizationLevel
-    configs = {  # name: (file, threads, SessionOptions attributes, session config entries)
-        "as shipped (ENABLE_ALL, threads=cores)": ("dynamo", cores, {}, {}),
-        "ENABLE_EXTENDED (no NCHWc pass)": ("dynamo", cores, {"graph_optimization_level": level.ORT_ENABLE_EXTENDED}, {}),
-        "ENABLE_BASIC (no Conv+Relu fusion)": ("dynamo", cores, {"graph_optimization_level": level.ORT_ENABLE_BASIC}, {}),
-        "enable_mem_pattern=False": ("dynamo", cores, {"enable_mem_pattern": False}, {}),
-        "enable_cpu_mem_arena=False": ("dynamo", cores, {"enable_cpu_mem_arena": False}, {}),
-        "set_denormal_as_zero": ("dynamo", cores, {}, {"session.set_denormal_as_zero": "1"}),
-        "allow_spinning=0": ("dynamo", cores, {}, {"session.intra_op.allow_spinning": "0"}),
-        "inter_op=2, ORT_PARALLEL": ("dynamo", cores, {"inter_op_num_threads": 2,
-                                                       "execution_mode": ort.ExecutionMode.ORT_PARALLEL}, {}),
-        "intra_op_num_threads=1": ("dynamo", 1, {}, {}),
-        "torchscript exporter": ("torchscript", cores, {}, {}),
+    configs = {  # name: (file, threads, SessionOptions attributes, session config entries, OpenVINO config or None)
+        "ORT CPU: ENABLE_ALL, threads=cores": ("dynamo", cores, {}, {}, None),
+        "ORT CPU: ENABLE_EXTENDED (no NCHWc)": ("dynamo", cores, {"graph_optimization_level": level.ORT_ENABLE_EXTENDED}, {}, None),
+        "ORT CPU: ENABLE_BASIC (no Conv+Relu)": ("dynamo", cores, {"graph_optimization_level": level.ORT_ENABLE_BASIC}, {}, None),
+        "ORT CPU: enable_mem_pattern=False": ("dynamo", cores, {"enable_mem_pattern": False}, {}, None),
+        "ORT CPU: enable_cpu_mem_arena=False": ("dynamo", cores, {"enable_cpu_mem_arena": False}, {}, None),
+        "ORT CPU: set_denormal_as_zero": ("dynamo", cores, {}, {"session.set_denormal_as_zero": "1"}, None),
+        "ORT CPU: allow_spinning=0": ("dynamo", cores, {}, {"session.intra_op.allow_spinning": "0"}, None),
+        "ORT CPU: inter_op=2, ORT_PARALLEL": ("dynamo", cores, {"inter_op_num_threads": 2,
+                                                               "execution_mode": ort.ExecutionMode.ORT_PARALLEL}, {}, None),
+        "ORT CPU: intra_op_num_threads=1": ("dynamo", 1, {}, {}, None),
+        "ORT CPU: torchscript exporter": ("torchscript", cores, {}, {}, None),
     }
+    if openvino_cpu_device()[0] is not None:
+        f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(cores)}
+        configs.update({
+            "OpenVINO: f32, threads=cores (shipped)": ("dynamo", cores, {}, {}, f32),
+            "OpenVINO: f32, 1 thread": ("dynamo", 1, {}, {}, {**f32, "INFERENCE_NUM_THREADS": "1"}),
+            "OpenVINO: f32, THROUGHPUT hint": ("dynamo", cores, {}, {}, {**f32, "PERFORMANCE_HINT": "THROUGHPUT"}),
+            "OpenVINO: f32, torchscript exporter": ("torchscript", cores, {}, {}, f32),
+            "OpenVINO: its default precision": ("dynamo", cores, {}, {}, {"INFERENCE_NUM_THREADS": str(cores)}),
+        })
     batches = (1, 8, 16)
     sessions = {}
-    for name, (file, threads, attrs, entries) in configs.items():
+    for name, (file, threads, attrs, entries, openvino) in configs.items():
         options = ort.SessionOptions()
         options.graph_optimization_level = level.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
@@ -263,13 +280,20 @@ def ort_options(folder: Path, rounds: int) -> None:
             setattr(options, key, value)
         for key, value in entries.items():
             options.add_session_config_entry(key, value)
-        sessions[name] = ort.InferenceSession(str(folder / f"{file}.onnx"), options, providers=["CPUExecutionProvider"])
+        providers = ["CPUExecutionProvider"]
+        if openvino is not None:
+            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+            options.add_provider_for_devices([openvino_cpu_device()[0]], {"load_config": json.dumps({"CPU": openvino})})
+            providers = None
+        sessions[name] = ort.InferenceSession(str(folder / f"{file}.onnx"), options, providers=providers)
     shape = model.checkpoint_config.preprocess.shape
     xs = {b: np.random.default_rng(0).standard_normal((b, 1, *shape), dtype=np.float32) for b in batches}
     times: dict[tuple[str, int], list[float]] = {(n, b): [] for n in sessions for b in batches}
-    for name, session in sessions.items():  # warm-up
+    outputs = {}
+    for name, session in sessions.items():  # warm-up, and each configuration's output for the precision column
         for b in batches:
-            session.run(None, {"volume": xs[b]})
+            outputs[name] = session.run(None, {"volume": xs[b]})[0]
+    reference = outputs[next(iter(sessions))]
     for _ in range(rounds):
         for name, session in sessions.items():
             for b in batches:
@@ -280,11 +304,14 @@ def ort_options(folder: Path, rounds: int) -> None:
     print(f"{gflop:.2f} GFLOP per scan; peak 4096^2 matmul: torch/MKL {mkl_peak:.0f}, ORT/MLAS {mlas_peak:.0f} GFLOP/s; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("ms per scan, min (median) over rounds; GFLOP/s and % of the MKL peak at the best batch")
-    print(f"{'configuration':<40} " + " ".join(f"{'batch ' + str(b):>13}" for b in batches) + "  GFLOP/s  % peak")
+    print("|diff|: max difference in probability from the first row (batch 16); 'ORT CPU' = ONNX Runtime's own kernels")
+    print(f"{'configuration':<40} " + " ".join(f"{'batch ' + str(b):>13}" for b in batches)
+          + "  GFLOP/s  % peak   |diff|")
     for name in sessions:
         cells = [f"{min(times[name, b]) * 1e3:5.1f} ({statistics.median(times[name, b]) * 1e3:5.1f})" for b in batches]
         best = min(min(times[name, b]) for b in batches)
-        print(f"{name:<40} " + " ".join(cells) + f"  {gflop / best:7.1f}  {100 * gflop / best / mkl_peak:5.0f}%")
+        diff = float(np.abs(outputs[name] - reference).max())
+        print(f"{name:<40} " + " ".join(cells) + f"  {gflop / best:7.1f}  {100 * gflop / best / mkl_peak:5.0f}%  {diff:7.1e}")
     conv_probe(cores)
 
 
@@ -317,13 +344,13 @@ def conv_probe(threads: int) -> None:
               f"3x3 2D on the same data as {n * d} slices (NCHWc) {r2:.0f} GFLOP/s")
 
 
-def cold_cli(model: str, scan: str, backend: str, runs: int) -> list[float]:
+def cold_cli(model: str, scan: str, backend: str, runs: int, flags: list[str]) -> list[float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "age2hie_hub", scan, "--model", model, "--backend", backend, "-q", "--device", "cpu"],
-            check=True, capture_output=True,
+            [sys.executable, "-m", "age2hie_hub", scan, "--model", model, "--backend", backend, "-q", "--device", "cpu",
+             *flags], check=True, capture_output=True,
         )
         times.append(time.perf_counter() - start)
     return times
@@ -336,8 +363,9 @@ def worker(args: argparse.Namespace) -> None:
     elif args.worker == "stages":
         out = stages(args.model, inputs, args.repeats)
     else:
-        backend, batch = args.worker.split(":")
-        out = forward_run(args.model, backend, int(batch), args.device, inputs, args.repeats)
+        backend, batch, cpu = args.worker.split(":")  # cpu: "openvino", "ort-cpu" or "" (the default choice)
+        openvino = {"openvino": True, "ort-cpu": False}.get(cpu)
+        out = forward_run(args.model, backend, int(batch), args.device, inputs, args.repeats, openvino)
     print(json.dumps(out))
 
 
@@ -375,8 +403,15 @@ def main() -> None:
         ensure_onnx(args.model)
         peak = spawn(args, "peak", inputs)
         stage = spawn(args, "stages", inputs)
-        runs = {(b, n): spawn(args, f"{b}:{n}", inputs) for b in ("torch", "onnx") for n in (1, 8)}
-        cold = {b: cold_cli(args.model, inputs["scans"][0], b, 3) for b in ("onnx", "torch")}
+        # On CPU the ONNX backend is measured on both of its providers: OpenVINO (when installed) and ORT's own.
+        rows = ["torch", "onnx"] if args.device == "cuda" else \
+            ["torch", *(["onnx:openvino"] if openvino_installed() else []), "onnx:ort-cpu"]
+        runs = {(row, n): spawn(args, "{}:{}:{}".format(row.partition(":")[0], n, row.partition(":")[2]), inputs)
+                for row in rows for n in (1, 8)}
+        flags = {"onnx": [], "onnx --no-openvino": ["--no-openvino"], "torch": []}
+        if not openvino_installed():
+            del flags["onnx --no-openvino"]
+        cold = {b: cold_cli(args.model, inputs["scans"][0], b.split()[0], 3, flags[b]) for b in flags}
         load1 = os.getloadavg()
 
     ms = lambda t: f"{t * 1000:7.0f}"  # noqa: E731
@@ -387,17 +422,18 @@ def main() -> None:
           "'% peak' uses the probe taken between that row's forward runs")
     print(f"load average at start {load0[0]:.1f}, at end {load1[0]:.1f} ({os.cpu_count()} cores)\n")
     print("per-scan times in ms, min (median) over repeats")
-    header = f"{'backend':<7} {'batch':>5} {'device':<22} {'read':>7} {'ADC':>7} {'prep':>7} {'forward':>15} " \
+    header = f"{'backend':<7} {'batch':>5} {'device':<25} {'read':>7} {'ADC':>7} {'prep':>7} {'forward':>15} " \
              f"{'total':>15} {'GFLOP/s':>8} {'% peak':>6} {'busy':>5} {'max RSS':>8}"
     print(header)
     print("-" * len(header))
     for (backend, batch), r in runs.items():
+        backend = backend.split(":")[0]
         fwd_min, fwd_med = r["forward"]
         tot_min, tot_med = r["total"]
         rate = gf / fwd_min
         row_peak = r["peak"]
         busy = f"{r['busy'] * 100:4.0f}%" if "busy" in r else "    -"
-        print(f"{backend:<7} {batch:>5} {r['device']:<22} {ms(stage['read'][0])} {ms(stage['adc'][0])} "
+        print(f"{backend:<7} {batch:>5} {r['device']:<25} {ms(stage['read'][0])} {ms(stage['adc'][0])} "
               f"{ms(stage['preprocess'][0])} {ms(fwd_min)} ({ms(fwd_med).strip():>5}) {ms(tot_min)} ({ms(tot_med).strip():>5}) "
               f"{rate:8.1f} {100 * rate / row_peak:5.0f}% {busy} {r['peak_rss_mb']:6.0f}MB  (peak {row_peak:.0f}"
               + (f"; MLAS matmul {r['mlas_peak']:.0f}, {100 * rate / r['mlas_peak']:.0f}% of it)" if r.get("mlas_peak") else ")"))
@@ -405,7 +441,8 @@ def main() -> None:
           % args.scans)
     for (backend, batch), r in runs.items():
         for name, pr in r.get("pipeline", {}).items():
-            print(f"  {backend:<6} {name:<10} {pr['per_scan'] * 1000:6.0f} ms  {pr['busy'] * 100:4.0f}%  "
+            label = f"{backend.split(':')[0]} {r['device'].replace('ExecutionProvider', '')}"
+            print(f"  {label:<16} {name:<10} {pr['per_scan'] * 1000:6.0f} ms  {pr['busy'] * 100:4.0f}%  "
                   f"{pr['steady'] * 100:4.0f}%  (first batch ready after {pr['startup']:.2f} s)")
     print("\nread: read_volume of the .mha; ADC: compute_adc of a 4-volume DWI (not part of 'total' for ADC input);")
     print("prep: unit check + preprocess of a loaded volume; total: predict(path) at batch 1, predict_many of "
