@@ -46,7 +46,7 @@ def sampled_median(data: np.ndarray, keep: str = "positive") -> float | None:
     def kept(values: np.ndarray) -> np.ndarray:
         return values[np.isfinite(values) & ((values > 0) if keep == "positive" else (values != 0))]
 
-    flat = data.reshape(-1)
+    flat = data.ravel(order="K")  # no copy for the transposed arrays readers return
     step = max(1, flat.size // SAMPLE_VOXELS)
     values = kept(flat[::step])
     if step > 1 and values.size < 4096:  # a small foreground that the stride may misjudge: every voxel then
