@@ -134,3 +134,29 @@ def test_without_the_plugin_auto_uses_cpu_and_require_says_how_to_install():
     assert "openvino=True was requested but onnxruntime-ep-openvino is not installed" in run.stdout
     assert "pip install 'age2hie-hub[openvino]'" in run.stdout
     assert "onnxruntime-ep-openvino is not installed" in run.stderr
+
+
+def test_two_channel_model_in_challenge_mode_answers_as_torch_does(openvino, tmp_path, capsys):
+    # The BONBID-HIE container path (ADC + Z-ADC .mha) on OpenVINO gives the torch backend's probability.
+    from test_inference_support import adc_affine, adc_array, make_checkpoint, write_mha
+
+    from age2hie_hub.cli.predict import main
+    from age2hie_hub.hub import from_pretrained
+    from age2hie_hub.onnx.export import export_onnx
+
+    two = make_checkpoint(tmp_path / "two", channels=2)
+    export_onnx(from_pretrained(two, device="cpu"), two / "model.onnx")
+    inp = tmp_path / "input"
+    (inp / "images/skull-stripped-adc-brain-mri").mkdir(parents=True)
+    (inp / "images/z-score-adc").mkdir(parents=True)
+    write_mha(inp / "images/skull-stripped-adc-brain-mri/case-ADC_ss.mha", adc_array(), adc_affine())
+    z = np.random.default_rng(2).standard_normal((40, 48, 20)).astype(np.float32)
+    write_mha(inp / "images/z-score-adc/Zmap_case.mha", z, adc_affine())
+    answers, probabilities = [], []
+    for backend in ("torch", "onnx"):
+        out = tmp_path / f"out-{backend}"
+        assert main(["--grand-challenge", str(inp), str(out), "--model", str(two), "--backend", backend]) == 0
+        answers.append(json.loads((out / "2-year-neurocognitive-outcome.json").read_text()))
+        printed = capsys.readouterr().out
+        probabilities.append(float(printed.split("P(adverse outcome) = ")[1].split()[0]))
+    assert answers[0] == answers[1] and abs(probabilities[0] - probabilities[1]) <= 1e-3
