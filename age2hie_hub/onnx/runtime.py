@@ -13,16 +13,13 @@ import numpy as np
 
 from age2hie_hub.errors import CheckpointError
 from age2hie_hub.onnx.providers import (
-    CPU, CUDA, OPENVINO, choose_providers, cuda_device_count, openvino_cpu_device, openvino_options, physical_cores,
+    CPU, CUDA, OPENVINO, choose_providers, openvino_cpu_device, openvino_options, physical_cores,
 )
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "volume"
 WEIGHTS_KEY = "age2hie.weights_sha256"  # metadata: sha256 of the model.safetensors the graph was exported from
-
-__all__ = ["OnnxSession", "INPUT_NAME", "WEIGHTS_KEY", "choose_providers", "cuda_device_count", "physical_cores"]
-
 
 class OnnxSession:
     """A loaded model.onnx: float32 (N, C, X, Y, Z) in, named numpy outputs out."""
@@ -39,17 +36,17 @@ class OnnxSession:
                 f"{self.path}: no ONNX model file; export one with `age2hie-export onnx --model NAME -o {self.path}`"
             )
         self.threads = threads or physical_cores()
-        providers = choose_providers(device, openvino)
-        self.session = None
-        if providers[0] == OPENVINO:
+        provider = choose_providers(device, openvino)[0]
+        session = None
+        if provider == OPENVINO:
             try:
-                self.session = self._create(providers[0])
+                session = self._create(OPENVINO)
             except CheckpointError as exc:
                 if openvino:
                     raise
                 log.warning("%s; running on ONNX Runtime's CPU provider instead", exc)
-        if self.session is None:
-            self.session = self._create(providers[0] if providers[0] != OPENVINO else CPU)
+                provider = CPU
+        self.session = session or self._create(provider)
         self.provider = self.session.get_providers()[0]
         if device == "cuda" and self.provider != CUDA:
             raise ValueError(f"{self.path}: CUDA was requested but ONNX Runtime fell back to {self.provider}")
