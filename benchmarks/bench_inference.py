@@ -98,12 +98,6 @@ def ensure_onnx(model: str) -> None:
         export_onnx(from_pretrained(model, device="cpu"), folder / "model.onnx")
 
 
-def openvino_installed() -> bool:
-    from age2hie_hub.onnx.providers import openvino_cpu_device
-
-    return openvino_cpu_device()[0] is not None
-
-
 # -- measurements (each in its own process) ---------------------------------------------------------------
 def mlas_matmul_probe(threads: int):
     """A callable timing one 4096^2 float32 MatMul in ONNX Runtime (MLAS): the ceiling of its im2col + GEMM convs."""
@@ -243,7 +237,7 @@ def ort_options(folder: Path, rounds: int) -> None:
 
     from age2hie_hub.hub import from_pretrained
     from age2hie_hub.onnx.export import export_onnx
-    from age2hie_hub.onnx.providers import openvino_cpu_device, physical_cores
+    from age2hie_hub.onnx.providers import openvino_available, openvino_cpu_device, physical_cores
 
     model = from_pretrained(str(folder), device="cpu")
     for exporter in ("dynamo", "torchscript"):
@@ -262,7 +256,7 @@ def ort_options(folder: Path, rounds: int) -> None:
         "ORT CPU: intra_op_num_threads=1": ("dynamo", 1, {}, {}, None),
         "ORT CPU: torchscript exporter": ("torchscript", cores, {}, {}, None),
     }
-    if openvino_cpu_device()[0] is not None:
+    if openvino_available():
         f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(cores)}
         configs.update({
             "OpenVINO: f32, threads=cores (shipped)": ("dynamo", cores, {}, {}, f32),
@@ -404,13 +398,15 @@ def main() -> None:
         ensure_onnx(args.model)
         peak = spawn(args, "peak", inputs)
         stage = spawn(args, "stages", inputs)
+        from age2hie_hub.onnx.providers import openvino_available
+
         # On CPU the ONNX backend is measured on both of its providers: OpenVINO (when installed) and ORT's own.
         rows = ["torch", "onnx"] if args.device == "cuda" else \
-            ["torch", *(["onnx:openvino"] if openvino_installed() else []), "onnx:ort-cpu"]
+            ["torch", *(["onnx:openvino"] if openvino_available() else []), "onnx:ort-cpu"]
         runs = {(row, n): spawn(args, "{}:{}:{}".format(row.partition(":")[0], n, row.partition(":")[2]), inputs)
                 for row in rows for n in (1, 8)}
         flags = {"onnx": [], "onnx --no-openvino": ["--no-openvino"], "torch": []}
-        if not openvino_installed():
+        if not openvino_available():
             del flags["onnx --no-openvino"]
         cold = {b: cold_cli(args.model, inputs["scans"][0], b.split()[0], 3, flags[b]) for b in flags}
         load1 = os.getloadavg()

@@ -14,15 +14,10 @@ from test_inference_support import adc_affine, adc_array, make_checkpoint, write
 
 from age2hie_hub.errors import CheckpointError
 from age2hie_hub.inference import Predictor
+from age2hie_hub.onnx.providers import openvino_available
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-
-
-def openvino_installed() -> bool:
-    from age2hie_hub.onnx.providers import openvino_cpu_device
-
-    return openvino_cpu_device()[0] is not None
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +39,7 @@ def test_export_names_inputs_and_outputs_with_a_dynamic_batch(exported):
     # Parity is checked on every CPU provider that may run the file here.
     checked = report.provider.split(", ")
     assert report.ok and report.opset == 18 and checked[0] == "CPUExecutionProvider"
-    assert checked[1:] == (["OpenVINOExecutionProvider"] if openvino_installed() else [])
+    assert checked[1:] == (["OpenVINOExecutionProvider"] if openvino_available() else [])
     assert report.max_abs_diff["probability"] <= 1e-4
     proto = onnx.load(str(folder / "model.onnx"))
     assert [i.name for i in proto.graph.input] == ["volume"]
@@ -59,7 +54,7 @@ def test_export_names_inputs_and_outputs_with_a_dynamic_batch(exported):
 @pytest.mark.parametrize("provider", ["CPUExecutionProvider", "OpenVINOExecutionProvider"])
 def test_onnx_backend_matches_torch(exported, tmp_path, provider):
     openvino = provider == "OpenVINOExecutionProvider"
-    if openvino and not openvino_installed():
+    if openvino and not openvino_available():
         pytest.skip("onnxruntime-ep-openvino is not installed (the `openvino` extra; Linux/Windows x86-64 only)")
     folder, _ = exported
     scans = [write_nifti(tmp_path / f"s{i}.nii.gz", adc_array(seed=i), adc_affine()) for i in range(3)]
@@ -129,7 +124,7 @@ def test_cpu_session_uses_one_intra_op_thread_per_usable_core(monkeypatch):
 def test_providers_fall_back_to_cpu_and_refuse_missing_cuda(monkeypatch):
     from age2hie_hub.onnx import providers
 
-    cpu = ["OpenVINOExecutionProvider", "CPUExecutionProvider"] if openvino_installed() else ["CPUExecutionProvider"]
+    cpu = ["OpenVINOExecutionProvider", "CPUExecutionProvider"] if openvino_available() else ["CPUExecutionProvider"]
     assert providers.choose_providers("cpu") == cpu
     assert providers.choose_providers("cpu", openvino=False) == ["CPUExecutionProvider"]
     monkeypatch.setattr(providers, "cuda_device_count", lambda: 0)

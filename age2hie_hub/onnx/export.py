@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from age2hie_hub._atomic import publish, temp_sibling
-from age2hie_hub.onnx.providers import openvino_cpu_device
+from age2hie_hub.onnx.providers import openvino_available
 from age2hie_hub.onnx.runtime import INPUT_NAME, WEIGHTS_KEY, OnnxSession
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def export_onnx(
             expected = {k: v.float().numpy() for k, v in model.predict_outputs(model(check_x)).items()}
         # Every CPU provider that may run this file here: ONNX Runtime's own kernels, and OpenVINO when installed.
         sessions = [OnnxSession(tmp, device="cpu", openvino=False)]
-        if openvino_cpu_device()[0] is not None:
+        if openvino_available():
             sessions.append(OnnxSession(tmp, device="cpu", openvino=True))
         diffs = {k: 0.0 for k in keys}
         for session in sessions:

@@ -76,6 +76,11 @@ def openvino_cpu_device() -> tuple[Any | None, str]:
     return (found, "") if found is not None else (None, "the OpenVINO plugin found no CPU device")
 
 
+def openvino_available() -> bool:
+    """Whether the OpenVINO execution provider can run on this machine's CPU (registering it if needed)."""
+    return openvino_cpu_device()[0] is not None
+
+
 def openvino_options(threads: int) -> dict[str, str]:
     """OpenVINO settings for a session: float32 always (on CPUs with bf16/fp16 units its default computes in lower
     precision: the bundled model's probability moved by 3.6e-3, measured), and ONNX Runtime's thread count."""
