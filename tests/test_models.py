@@ -195,6 +195,44 @@ def test_bad_arguments_are_named(config, message):
         build_model(config)
 
 
+def test_build_model_by_name_like_timm_create_model():
+    torch.manual_seed(0)
+    by_name = build_model("resnet3d_18", head="age_softbin", head_args={"bins": 4}, in_channels=2, width=0.125)
+    assert by_name.config == ModelConfig("resnet3d_18", {"in_channels": 2, "width": 0.125}, "age_softbin", {"bins": 4})
+    torch.manual_seed(0)
+    by_config = build_model(ModelConfig("resnet3d_18", {"in_channels": 2, "width": 0.125}, "age_softbin", {"bins": 4}))
+    # same seed, same config: bit-identical weights (a weight comparison, not a forward pass)
+    assert by_name.state_dict().keys() == by_config.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(by_name.state_dict().values(), by_config.state_dict().values()))
+    plain = build_model("sfcn")  # the call from the issue: default head, default arch_args
+    assert plain.config == ModelConfig("sfcn") and plain.config.head == "outcome"
+    assert build_model("sfcn", arch_args={"width": 0.25}).config.arch_args == {"width": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: build_model("resnet3d_50"), ValueError, "valid names are .*resnet3d_18.*slice_resnet18"),
+        (lambda: build_model("sfcn", widht=0.5), ValueError, r"unknown arch_args \['widht'\]; valid are .*width"),
+        (lambda: build_model("sfcn", head="age_softbin", bins=4), ValueError,
+         r"unknown arch_args \['bins'\].*head_args of 'age_softbin'"),
+        (lambda: build_model("sfcn", head="age"), ValueError, "head must be one of"),
+        (lambda: build_model("sfcn", head="age_softbin", head_args={"nbins": 3}), ValueError, r"unknown head_args"),
+        (lambda: build_model("sfcn", width=0.5, arch_args={"width": 0.25}), TypeError, "given both"),
+        (lambda: build_model(ModelConfig("sfcn"), head="outcome"), TypeError,
+         r"takes no other arguments, got \['head'\]"),
+        (lambda: build_model(ModelConfig("sfcn"), in_channels=2), TypeError, r"got \['in_channels'\]"),
+        (lambda: build_model(None), TypeError, r"ModelConfig or an architecture name, got NoneType.*"
+                                               r"build_model\(ModelConfig\(arch=\"sfcn\""),
+        (lambda: build_model({"arch": "sfcn"}), TypeError,
+         r"got dict; call build_model\(ModelConfig\.from_dict\(d\)\)"),
+    ],
+)
+def test_build_model_bad_calls_are_named(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
 # ---------------------------------------------------------------- shapes, heads, export
 
 

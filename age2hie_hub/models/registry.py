@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from age2hie_hub.models.config import ModelConfig
-from age2hie_hub.models.heads import build_head
+from age2hie_hub.models.heads import HEAD_ARGS, build_head
 from age2hie_hub.models.net import Age2HieNet
 from age2hie_hub.models.resnet3d import ResNet3d
 from age2hie_hub.models.sfcn import SFCN
@@ -67,8 +67,61 @@ def build_backbone(arch: str, arch_args: Mapping[str, Any] | None = None) -> nn.
     return _BUILDERS[arch][0](**args)
 
 
-def build_model(config: ModelConfig) -> Age2HieNet:
-    """Age2HieNet from its config: registered backbone + head, freshly initialised (train mode)."""
+def build_model(
+    config: ModelConfig | str,
+    /,
+    *,
+    head: str | None = None,
+    head_args: Mapping[str, Any] | None = None,
+    arch_args: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> Age2HieNet:
+    """Age2HieNet, freshly initialised (train mode), from a :class:`ModelConfig` or an architecture name.
+
+    ``build_model(ModelConfig("sfcn", head="age_softbin"))`` and, as with timm's ``create_model``,
+    ``build_model("resnet3d_18", head="outcome", in_channels=2)``: with a name, ``head`` (default
+    ``"outcome"``) and ``head_args`` fill those ModelConfig fields and every other keyword is an arch_arg
+    (``arch_args={...}`` is accepted too). Unknown names, arch_args and head_args raise ValueError naming the
+    valid ones; anything but a ModelConfig or a name raises TypeError showing both calls.
+    """
+    if isinstance(config, str):
+        config = _config_from_name(config, head, head_args, arch_args, kwargs)
+    elif isinstance(config, ModelConfig):
+        given = sorted(k for k, v in [("head", head), ("head_args", head_args), ("arch_args", arch_args)]
+                       if v is not None) + sorted(kwargs)
+        if given:
+            raise TypeError(
+                f"build_model(ModelConfig(...)) takes no other arguments, got {given}; put them in the config "
+                "(dataclasses.replace(config, ...)) or call build_model(\"<arch>\", head=..., **arch_args)"
+            )
+    else:
+        example = 'ModelConfig(arch="sfcn", head="outcome")'
+        hint = "ModelConfig.from_dict(d)" if isinstance(config, Mapping) else example
+        raise TypeError(
+            f"build_model() takes a ModelConfig or an architecture name, got {type(config).__name__}; "
+            f"call build_model({hint}) or build_model(\"sfcn\", head=\"outcome\", in_channels=1)"
+        )
     backbone = build_backbone(config.arch, config.arch_args)
-    head = build_head(config.head, backbone.num_features, config.head_args)
-    return Age2HieNet(config, backbone, head)
+    head_module = build_head(config.head, backbone.num_features, config.head_args)
+    return Age2HieNet(config, backbone, head_module)
+
+
+def _config_from_name(
+    arch: str,
+    head: str | None,
+    head_args: Mapping[str, Any] | None,
+    arch_args: Mapping[str, Any] | None,
+    kwargs: dict[str, Any],
+) -> ModelConfig:
+    _check_arch(arch)
+    both = sorted(set(arch_args or {}) & set(kwargs))
+    if both:
+        raise TypeError(f"build_model({arch!r}): {both} given both as keywords and in arch_args")
+    args = {**(arch_args or {}), **kwargs}
+    unknown = sorted(set(args) - set(arch_arg_names(arch)))
+    if unknown:
+        head_name = head or "outcome"
+        misplaced = [k for k in unknown if k in HEAD_ARGS.get(head_name, {})]
+        hint = f"; {misplaced} are head_args of {head_name!r}: pass head_args={{...}}" if misplaced else ""
+        raise ValueError(f"architecture {arch!r}: unknown arch_args {unknown}; valid are {arch_arg_names(arch)}{hint}")
+    return ModelConfig(arch=arch, arch_args=args, head=head or "outcome", head_args=dict(head_args or {}))
