@@ -1,7 +1,8 @@
 """Which ONNX Runtime execution provider runs a model: CUDA, OpenVINO on the CPU, or ONNX Runtime's own CPU kernels.
 
 Order for device="auto": CUDA when a device is present (and onnxruntime-gpu offers it); else the OpenVINO plugin
-when it is installed (the `openvino` extra, pip package onnxruntime-ep-openvino); else the default CPU provider.
+when it is installed (the `openvino` extra, pip package onnxruntime-ep-openvino) and finds a CPU device; else the
+default CPU provider, with one INFO log line per process saying why (only openvino=True makes it an error).
 OpenVINO is preferred on CPUs because ONNX Runtime's own provider runs Conv3d as im2col + GEMM, at 28-38 % of
 a 2-core machine's measured peak on our 3D ResNets, while OpenVINO's blocked direct 3D convolutions ran ~3x
 faster, at 79-101 % (docs/inference.md, benchmarks/bench_inference.py). Never imports torch.
@@ -115,6 +116,21 @@ def choose_providers(device: str, openvino: bool | None = None) -> list[str]:
     if ov_device is None:
         if openvino:
             raise ValueError(f"openvino=True was requested but {why_not}")
-        log.debug("OpenVINO execution provider not used: %s", why_not)
+        _say_why_once(why_not)
         return [CPU]
     return [OPENVINO, CPU]
+
+
+_SAID: set[str] = set()
+
+
+def _say_why_once(why_not: str) -> None:
+    """One INFO line per process for the CPU fallback; later sessions in the same process log it at DEBUG.
+
+    Not a warning: the plugin missing (macOS, an install without the extra) or finding no CPU device
+    (onnxruntime-ep-openvino 1.8.1 on an AMD EPYC without AVX-512, seen) costs speed, not correctness: ONNX
+    Runtime's own CPU kernels give the same numbers to float32 rounding.
+    """
+    level = logging.DEBUG if why_not in _SAID else logging.INFO
+    _SAID.add(why_not)
+    log.log(level, "OpenVINO execution provider not used (%s); running on ONNX Runtime's CPU provider", why_not)
