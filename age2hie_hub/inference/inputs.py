@@ -40,6 +40,7 @@ class PreparedInput:
     unit_guessed: bool = False
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    affine: np.ndarray | None = field(default=None, repr=False)  # 4x4 of `array`'s grid (Preprocessed.affine)
 
 
 def describe(x: Any) -> str:
@@ -194,4 +195,5 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
         unit_guessed=guessed,
         warnings=tuple(dict.fromkeys(warnings)),  # unique, in order
         notes=tuple(notes) + tuple(pre.notes),
+        affine=pre.affine,
     )
