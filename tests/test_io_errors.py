@@ -14,12 +14,15 @@ import pytest
 from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io import read_volume, write_volume
 from age2hie_hub.io.volume import Volume
+from conftest import package_data
 
 sitk = pytest.importorskip("SimpleITK")
 
 PIXDIM = 76  # byte offset of pixdim[0..7] (float32) in a NIfTI-1 header
 DIM = 40  # byte offset of dim[0..7] (int16)
+SROW_X = 280  # byte offset of srow_x[0..3] (float32); srow_y, srow_z follow
 SROW_Y = 296  # byte offset of srow_y[0..3] (float32)
+PIXDIM2 = 104  # byte offset of pixdim[0..7] (float64) in a NIfTI-2 header
 
 
 def save_qform_nifti(path: Path, data: np.ndarray, zooms=(2.0, 2.0, 2.0)) -> Path:
@@ -28,6 +31,24 @@ def save_qform_nifti(path: Path, data: np.ndarray, zooms=(2.0, 2.0, 2.0)) -> Pat
     img.set_qform(img.affine, 1)
     img.set_sform(None, 0)
     nib.save(img, path)
+    return path
+
+
+def save_sform_nifti(path: Path, data: np.ndarray, affine=None, nifti2: bool = False) -> Path:
+    """A NIfTI whose affine comes from a valid sform (qform too, as dcm2niix and nibabel write)."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine
+    img = (nib.Nifti2Image if nifti2 else nib.Nifti1Image)(data, affine)
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 1)
+    nib.save(img, path)
+    return path
+
+
+def patch_gz(path: Path, offset: int, fmt: str, *values) -> Path:
+    """`patch` inside a .nii.gz."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, *values)
+    path.write_bytes(gzip.compress(bytes(raw)))
     return path
 
 
@@ -95,6 +116,36 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     (tmp / "zero_sp.mha").write_bytes(raw.replace(b"ElementSpacing = 1 1 1", b"ElementSpacing = 1 0 1"))
     corpus["zero_spacing_mha"] = (tmp / "zero_sp.mha", "zero or negative|not a readable")
 
+    # A valid sform does not excuse a bad voxel size in pixdim: nibabel would silently use 1 (zero) or abs()
+    # (negative) and pass NaN through, and tools that read pixdim (FSL) would disagree with the sform.
+    nii = save_sform_nifti
+    corpus["zero_pixdim_with_sform"] = (patch(nii(tmp / "zero_pix_s.nii", cube()), PIXDIM + 4, "<f", 0.0),
+                                        r"pixdim\[1\.\.3\]\) \[0\.0, 2\.0, 2\.0\] has zero or negative")
+    corpus["negative_pixdim_with_sform"] = (patch(nii(tmp / "neg_pix_s.nii", cube()), PIXDIM + 8, "<f", -2.0),
+                                            r"\[2\.0, -2\.0, 2\.0\] has zero or negative")
+    corpus["nan_pixdim_with_sform"] = (patch(nii(tmp / "nan_pix_s.nii", cube()), PIXDIM + 12, "<f", float("nan")),
+                                       r"pixdim.*is not finite")
+    corpus["inf_pixdim_gz"] = (patch_gz(nii(tmp / "inf_pix.nii.gz", cube()), PIXDIM + 4, "<f", float("inf")),
+                               r"pixdim.*is not finite")
+    corpus["zero_pixdim_nifti2"] = (patch(nii(tmp / "zero_pix2.nii", cube(), nifti2=True), PIXDIM2 + 16, "<d", 0.0),
+                                    r"pixdim.*\[2\.0, 0\.0, 2\.0\] has zero or negative")
+    # sform columns (1, 1, 0), (1, 1, 0), (0, 0, 1): every voxel size is fine, the axes are collinear.
+    corpus["singular_sform"] = (
+        patch(save_sform_nifti(tmp / "sing_s.nii", cube()), SROW_X, "<8f", 1, 1, 0, 0, 1, 1, 0, 0), "is singular")
+    corpus["nan_sform"] = (patch(save_sform_nifti(tmp / "nan_s.nii", cube()), SROW_Y, "<f", float("nan")), "non-finite")
+    (tmp / "neg_sp.mha").write_bytes(raw.replace(b"ElementSpacing = 1 1 1", b"ElementSpacing = 1 -1 1"))
+    corpus["negative_spacing_mha"] = (tmp / "neg_sp.mha", r"\[1\.0, -1\.0, 1\.0\] has zero or negative")
+    (tmp / "sing.mha").write_bytes(raw.replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                                               b"TransformMatrix = 1 0 0 1 0 0 0 0 1"))
+    corpus["singular_direction_mha"] = (tmp / "sing.mha", "is singular")
+    nrrd = (tmp / "full.nrrd").read_bytes()
+    (tmp / "sing.nrrd").write_bytes(nrrd.replace(b"space directions: (1,0,0) (0,1,0) (0,0,1)",
+                                                 b"space directions: (1,0,0) (1,0,0) (0,0,1)"))
+    corpus["singular_directions_nrrd"] = (tmp / "sing.nrrd", "is singular")
+    (tmp / "zero.nrrd").write_bytes(nrrd.replace(b"space directions: (1,0,0) (0,1,0) (0,0,1)",
+                                                 b"space directions: (1,0,0) (0,0,0) (0,0,1)"))
+    corpus["zero_direction_nrrd"] = (tmp / "zero.nrrd", r"\[1\.0, 0\.0, 1\.0\] has zero or negative")
+
     # Headers claiming huge images over tiny files: rejected from the header alone.
     huge = save_qform_nifti(tmp / "huge.nii", cube())
     corpus["huge_nifti"] = (patch(huge, DIM, "<8h", 4, 4000, 4000, 4000, 1, 1, 1, 1), "need .* GiB, over the limit")
@@ -125,8 +176,11 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
 
 CASES = [
     "missing", "unknown_format", "garbage_nifti", "garbage_gzip", "truncated_nii", "truncated_nii_gz",
-    "truncated_mha", "truncated_nrrd", "mhd_without_data_file", "garbage_nrrd", "2d", "5d", "0_voxels", "zero_spacing", "negative_spacing", "nan_spacing",
-    "zero_spacing_sform", "zero_spacing_mha", "huge_nifti", "huge_mha", "empty_dicom_folder",
+    "truncated_mha", "truncated_nrrd", "mhd_without_data_file", "garbage_nrrd", "2d", "5d", "0_voxels",
+    "zero_spacing", "negative_spacing", "nan_spacing", "zero_spacing_sform", "zero_spacing_mha",
+    "zero_pixdim_with_sform", "negative_pixdim_with_sform", "nan_pixdim_with_sform", "inf_pixdim_gz",
+    "zero_pixdim_nifti2", "singular_sform", "nan_sform", "negative_spacing_mha", "singular_direction_mha",
+    "singular_directions_nrrd", "zero_direction_nrrd", "huge_nifti", "huge_mha", "empty_dicom_folder",
     "folder_without_dicom", "corrupt_zip", "empty_zip", "corrupt_dicom_file", "bval_count_mismatch",
     "bval_unparsable",
 ]
@@ -192,3 +246,59 @@ def test_gzip_of_garbage_is_corrupt(tmp_path):
     (tmp_path / "g.nii.gz").write_bytes(gzip.compress(b"\x00" * 100))
     with pytest.raises(VolumeReadError, match="g.nii.gz"):
         read_volume(tmp_path / "g.nii.gz")
+
+
+def test_valid_geometry_is_accepted(tmp_path, capfd):
+    # Negative controls for the geometry checks: flips, obliques, tiny voxels, qfac -1 and NIfTI-2 all read.
+    flipped = np.diag([-2.0, 2.0, 2.0, 1.0])  # a flip lives in the affine, with positive pixdim
+    oblique = np.eye(4)
+    c, s = np.cos(0.3), np.sin(0.3)
+    oblique[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([0.9, 1.1, 3.0])
+    tiny = np.diag([1e-3, 1e-3, 1e-3, 1.0])  # 1 um voxels: |det| 1e-9, still invertible
+    for name, affine in {"flipped": flipped, "oblique": oblique, "tiny": tiny}.items():
+        vol = read_volume(save_sform_nifti(tmp_path / f"{name}.nii", cube(), affine))
+        np.testing.assert_allclose(vol.affine, affine, rtol=1e-6, atol=1e-7)
+    qfac = save_qform_nifti(tmp_path / "qfac.nii", cube())
+    patch(qfac, PIXDIM, "<f", -1.0)  # qfac -1: a left-handed qform, not a negative voxel size
+    assert read_volume(qfac).affine[2, 2] == -2.0
+    assert read_volume(save_sform_nifti(tmp_path / "n2.nii", cube(), nifti2=True)).spacing == (2.0, 2.0, 2.0)
+    assert read_volume(save_sform_nifti(tmp_path / "n2.nii.gz", cube())).spacing == (2.0, 2.0, 2.0)
+    assert capfd.readouterr().err == ""
+
+
+def test_bad_pixdim_is_refused_without_nibabel_printing(tmp_path, capfd):
+    # nibabel logs its pixdim "fixes" straight to stderr; the raw header is checked before it gets the chance,
+    # so a CLI's one-line error stays one line.
+    bad = patch(save_sform_nifti(tmp_path / "zero.nii", cube()), PIXDIM + 4, "<f", 0.0)
+    with pytest.raises(VolumeReadError, match="zero.nii"):
+        read_volume(bad)
+    assert capfd.readouterr().err == ""
+
+
+def test_every_reader_passes_the_geometry_gate(tmp_path, monkeypatch):
+    # read_volume checks what any reader returns, so a reader that forgot its own check cannot leak a bad affine.
+    import age2hie_hub.io.itk as itk
+
+    sitk.WriteImage(sitk.GetImageFromArray(cube()), str(tmp_path / "ok.mha"))
+    assert read_volume(tmp_path / "ok.mha").shape == (4, 4, 4)
+    singular = np.eye(4)
+    singular[:3, 1] = singular[:3, 0]
+    monkeypatch.setattr(itk, "read_itk", lambda path, max_bytes: (cube(), singular, {"format": "mha"}))
+    with pytest.raises(VolumeReadError, match=r"ok\.mha: the voxel-to-world transform is singular"):
+        read_volume(tmp_path / "ok.mha")
+
+
+def test_dicom_with_zero_pixel_spacing_names_the_dicom_file(tmp_path):
+    # A converted DICOM passes the same checks, and the error names the user's file, not dcm2niix's temp output.
+    phantom = package_data("heudiconv", "tests", "data", "phantom.dcm")
+    raw = phantom.read_bytes()
+    good = b"1.625\\1.625 "  # PixelSpacing (0028,0030), explicit VR DS
+    assert raw.count(good) == 1
+    (tmp_path / "ok.dcm").write_bytes(raw)
+    assert read_volume(tmp_path / "ok.dcm").spacing[:2] == pytest.approx((1.625, 1.625))
+    (tmp_path / "zero.dcm").write_bytes(raw.replace(good, b"0.000\\0.000 "))
+    with pytest.raises(VolumeReadError) as info:
+        read_volume(tmp_path / "zero.dcm")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'zero.dcm'}: series ") and "has zero or negative" in message
+    assert "age2hie-dicom-" not in message and "\n" not in message

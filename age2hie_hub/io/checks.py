@@ -5,7 +5,9 @@ Policy (documented here, enforced by the readers):
 - dimensions: 3D or 4D after dropping trailing singleton axes; 2D and 5D+ are refused.
 - memory: a header whose decoded float32 data (or the on-disk type when wider) would exceed ``max_bytes``
   is refused before any data is read.
-- spacing: every spatial voxel size must be finite and > 0 and the affine invertible.
+- geometry: every spatial voxel size must be finite and > 0 (for NIfTI also the raw header's pixdim[1..3],
+  which nibabel would otherwise silently replace) and the affine finite and invertible. Checked by
+  ``read_volume`` for every format, DICOM included (its converted NIfTI passes through the same checks).
 - empty: 0 voxels is an error. An all-zero image is *accepted* with a warning, because legitimate
   images are all zero (e.g. a lesion mask of a case without lesions).
 - non-finite voxels (NaN, +-inf) are counted, replaced with 0, logged and recorded in
@@ -68,20 +70,39 @@ def check_shape(path: str | Path, shape: Sequence[int], itemsize: int, max_bytes
     return shape
 
 
-def check_spacing(path: str | Path, spacing: Sequence[float]) -> None:
+def check_spacing(path: str | Path, spacing: Sequence[float], what: str = "voxel spacing") -> None:
+    """Every spatial voxel size finite and > 0 (a flip belongs in the affine's direction, not in a size)."""
     sp = [float(s) for s in spacing[:3]]
     if not all(math.isfinite(s) for s in sp):
-        raise fail(path, f"voxel spacing {sp} is not finite; the header is corrupt")
+        raise fail(path, f"{what} {sp} is not finite; the header is corrupt")
     if any(s <= 0 for s in sp):
-        raise fail(path, f"voxel spacing {sp} has zero or negative values; fix the header's voxel size")
+        raise fail(path, f"{what} {sp} has zero or negative values; fix the header's voxel size")
+
+
+# |det| of the affine's 3x3 part with each column scaled to unit length: 1 for orthogonal axes, 0 for collinear
+# ones. Relative, so tiny but valid voxels (a det of 1e-9 for 1 um voxels) are not mistaken for a singular
+# matrix; float32 header rounding of a truly singular matrix stays far below it.
+MIN_AXIS_INDEPENDENCE = 1e-6
 
 
 def check_affine(path: str | Path, affine: np.ndarray) -> None:
+    """A usable voxel-to-world transform: 4x4, finite, voxel sizes > 0, axes not (nearly) collinear.
+
+    ``read_volume`` applies this to what every reader returns; readers also call it on the header's geometry
+    before reading voxels, so a bad header costs no data read.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise fail(path, f"the voxel-to-world transform has shape {affine.shape}, not 4x4")
     if not np.all(np.isfinite(affine)):
         raise fail(path, "the voxel-to-world transform has non-finite values; the header is corrupt")
-    check_spacing(path, np.linalg.norm(affine[:3, :3], axis=0))
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise fail(path, "the voxel-to-world transform is singular (collinear axes); the header is corrupt")
+    m = affine[:3, :3]
+    sizes = np.linalg.norm(m, axis=0)
+    check_spacing(path, sizes, what="voxel spacing of the voxel-to-world transform")
+    independence = abs(float(np.linalg.det(m / sizes)))
+    if independence < MIN_AXIS_INDEPENDENCE:
+        raise fail(path, f"the voxel-to-world transform is singular (voxel axes are collinear, |det| of its unit "
+                         f"directions {independence:.1e}); the header is corrupt")
 
 
 def clean_data(path: str | Path, data: np.ndarray, metadata: dict[str, Any]) -> np.ndarray:

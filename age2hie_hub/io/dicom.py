@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io.checks import fail
-from age2hie_hub.io.nifti import read_nifti
+from age2hie_hub.io.nifti import raw_header, read_nifti
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,12 @@ def read_dicom(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict
         _run_dcm2niix(path, source, out, single)
         series = _converted_series(path, out)
         chosen = _choose(path, series)
-        data, affine, meta = read_nifti(chosen, max_bytes)
+        try:
+            data, affine, meta = read_nifti(chosen, max_bytes)
+        except VolumeReadError as exc:
+            # Name the user's DICOM input, not the temporary file dcm2niix wrote.
+            problem = str(exc).removeprefix(f"{chosen}: ")
+            raise fail(path, f"series {chosen.stem}: {problem}") from exc
     meta["format"] = "dicom"
     meta["dicom_series"] = chosen.name[: -len(".nii")]
     return data, affine, meta
@@ -107,16 +113,20 @@ def _run_dcm2niix(path: Path, source: Path, out: Path, single: bool) -> None:
 
 
 def _converted_series(path: Path, out: Path) -> dict[Path, int]:
-    import nibabel as nib
-
     series: dict[Path, int] = {}
     for nii in sorted(out.glob("*.nii")):
         try:
-            shape = nib.load(str(nii)).shape
-        except (OSError, ValueError) as exc:
-            log.warning("%s: dcm2niix wrote an unreadable file %s (%s); skipped", path, nii.name, exc)
+            # The raw header: nibabel's header fixes would print to stderr for files read_nifti refuses anyway.
+            header = raw_header(nii)
+        except VolumeReadError as exc:
+            header, why = None, exc
+        else:
+            why = "not a NIfTI header"
+        if header is None:
+            log.warning("%s: dcm2niix wrote an unreadable file %s (%s); skipped", path, nii.name, why)
             continue
-        series[nii] = int(shape[3]) if len(shape) > 3 else 1
+        dim = header["dim"]
+        series[nii] = int(dim[4]) if int(dim[0]) > 3 and int(dim[4]) > 1 else 1
     if not series:
         raise fail(path, "no DICOM images found (dcm2niix converted nothing)")
     return series

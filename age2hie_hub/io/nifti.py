@@ -22,6 +22,11 @@ _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib
 
 def read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Voxels (float32, scaled by the header's slope/intercept), RAS affine and metadata."""
+    # nibabel silently "fixes" zero/negative voxel sizes on load (0 -> 1, abs(); logged straight to stderr) and
+    # passes NaN through, so the raw header is checked first. pixdim[1..3] must be finite and > 0 whatever the
+    # sform says (the standard requires it; FSL and others take voxel sizes from pixdim): a flip is the job of
+    # the sform/qform (and qfac in pixdim[0]), never of a negative voxel size.
+    _check_raw_pixdim(path)
     try:
         # No memory map: the Volume must not change if the file is later overwritten (and Windows could
         # not replace a mapped file).
@@ -32,10 +37,6 @@ def read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict
         raise fail(path, f"expected NIfTI, nibabel read it as {type(img).__name__}")
     hdr = img.header
     shape = check_shape(path, img.shape, hdr.get_data_dtype().itemsize, max_bytes)
-    # nibabel silently "fixes" zero/negative pixdim on load (0 -> 1, abs()); a voxel size we would have to guess
-    # is an error here, so check the raw header whenever the affine comes from pixdim (no sform).
-    if not hdr.get_sform(coded=True)[1]:
-        check_spacing(path, _raw_pixdim(path, type(hdr))[1:4])
     affine = np.asarray(img.affine, dtype=np.float64)
     check_affine(path, affine)
     if not str(path).lower().endswith(".gz"):
@@ -54,10 +55,38 @@ def read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict
     return data, affine, meta
 
 
-def _raw_pixdim(path: Path, header_class: type) -> np.ndarray:
+def _check_raw_pixdim(path: Path) -> None:
+    """Refuse a header whose voxel size pixdim[1..3] is zero, negative or not finite, before nibabel fixes it."""
+    raw = raw_header(path)
+    if raw is None:
+        return  # not a NIfTI header: nib.load says so
+    ndim = int(raw["dim"][0])
+    if ndim < 3 or ndim > 7:
+        return  # 2D or a corrupt dim[0]: check_shape names the problem
+    check_spacing(path, np.asarray(raw["pixdim"][1:4], dtype=np.float64), what="header voxel size (pixdim[1..3])")
+
+
+def raw_header(path: Path) -> nib.Nifti1Header | nib.Nifti2Header | None:
+    """The header as stored, without nibabel's checks and fixes (which log to stderr); None if not NIfTI."""
     try:
         with nib.openers.ImageOpener(str(path)) as f:
-            raw = header_class.from_fileobj(f, check=False)
+            header_class = _header_class(f.read(540))
+            if header_class is None:
+                return None
+            f.seek(0)
+            return header_class.from_fileobj(f, check=False)
     except _READ_ERRORS as exc:
-        raise fail(path, f"NIfTI header cannot be read ({exc})") from exc
-    return np.asarray(raw["pixdim"], dtype=np.float64)
+        raise fail(path, f"not a readable NIfTI file; the header cannot be read ({exc})") from exc
+
+
+def _header_class(head: bytes) -> type | None:
+    """Nifti1Header or Nifti2Header from sizeof_hdr (348 or 540, either byte order)."""
+    if len(head) < 348:
+        return None
+    for order in ("<", ">"):
+        size = int(np.frombuffer(head[:4], dtype=f"{order}i4")[0])
+        if size == 348:
+            return nib.Nifti1Header
+        if size == 540 and len(head) >= 540:
+            return nib.Nifti2Header
+    return None

@@ -5,7 +5,7 @@ import logging
 from os import PathLike
 from pathlib import Path
 
-from age2hie_hub.io.checks import DEFAULT_MAX_BYTES, check_exists, check_shape, clean_data, fail
+from age2hie_hub.io.checks import DEFAULT_MAX_BYTES, check_affine, check_exists, check_shape, clean_data, fail
 from age2hie_hub.io.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def read_volume(path: str | PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES
     except MemoryError as exc:
         raise fail(path, "not enough memory to read the voxel data") from exc
     check_shape(path, data.shape, 4, max_bytes)
+    check_affine(path, affine)  # the one geometry gate every format passes (readers check headers earlier too)
     data = clean_data(path, data, meta)
     meta["source"] = str(path)
     meta.setdefault("units", None)
