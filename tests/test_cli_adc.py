@@ -1,7 +1,9 @@
 """age2hie-adc: DWI in, ADC file out; bad input -> one-line error, exit 1, no output left behind."""
 from __future__ import annotations
 
+import gzip
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -75,9 +77,12 @@ def test_dicom_folder(tmp_path):
         ("bad_output_suffix", "unknown output format"),
         ("missing_output_folder", "does not exist"),
         ("no_b0", "no b~0 volume"),
+        ("zero_voxel_size", "dwi.nii.gz: header voxel size (pixdim[1..3]) [1.5, 0.0, 3.0] has zero or negative"),
+        ("nan_voxel_size", "dwi.nii.gz: header voxel size (pixdim[1..3]) [1.5, 1.5, nan] is not finite"),
+        ("singular_affine", "dwi.nii.gz: the voxel-to-world transform is singular"),
     ],
 )
-def test_bad_input_one_line_exit_1_no_output(tmp_path, capsys, case, pattern):
+def test_bad_input_one_line_exit_1_no_output(tmp_path, capfd, case, pattern):
     out = tmp_path / "adc.nii.gz"
     args: list[str]
     if case == "missing_input":
@@ -99,11 +104,27 @@ def test_bad_input_one_line_exit_1_no_output(tmp_path, capsys, case, pattern):
     elif case == "missing_output_folder":
         out = tmp_path / "no" / "adc.nii.gz"
         args = [str(make_dwi(tmp_path)), "-o", str(out)]
+    elif case in ("zero_voxel_size", "nan_voxel_size"):
+        # The issue's case: a valid sform, but the header's voxel size is 0 (or NaN); nibabel would use 1.
+        dwi = make_dwi(tmp_path)
+        raw = bytearray(gzip.decompress(dwi.read_bytes()))
+        axis, value = (2, 0.0) if case == "zero_voxel_size" else (3, float("nan"))
+        raw[76 + 4 * axis : 80 + 4 * axis] = struct.pack("<f", value)  # pixdim[axis]; the sform stays valid
+        dwi.write_bytes(gzip.compress(bytes(raw)))
+        assert struct.unpack_from("<h", raw, 254)[0] > 0  # sform_code: the affine comes from the valid sform
+        args = [str(dwi), "-o", str(out)]
+    elif case == "singular_affine":
+        dwi = make_dwi(tmp_path)
+        img = nib.load(dwi)
+        singular = np.diag([1.5, 1.5, 3.0, 1.0])
+        singular[:3, 1] = singular[:3, 0]  # voxel axes 0 and 1 collinear
+        nib.save(nib.Nifti1Image(img.get_fdata(), singular), dwi)
+        args = [str(dwi), "-o", str(out)]
     else:
         args = [str(make_dwi(tmp_path, bval="1000 1000 1000")), "-o", str(out)]
     before = files(tmp_path)
     assert main(args) == 1
-    err = capsys.readouterr().err.strip()
+    err = capfd.readouterr().err.strip()  # file-descriptor level: also catches libraries printing to stderr
     assert err.startswith("age2hie-adc: error:") and "\n" not in err and pattern in err
     assert not out.exists()
     assert files(tmp_path) == before  # no temp files either
