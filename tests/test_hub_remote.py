@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from hub_server import HubServer
+from numerics import assert_outputs_differ, assert_same_outputs, assert_same_weights
 
 from age2hie_hub.errors import CheckpointError, ModelNotFoundError
 from age2hie_hub.hub import from_pretrained, push_to_hub, save_pretrained
@@ -47,11 +48,18 @@ def outputs(model: torch.nn.Module) -> torch.Tensor:
         return model(X)
 
 
+def assert_same_model(loaded: torch.nn.Module, original: torch.nn.Module) -> None:
+    """The weights that were pushed, bit for bit, and the outputs they give (to float32 rounding: two modules)."""
+    assert_same_weights(loaded, original)
+    assert_same_outputs(outputs(loaded), outputs(original))
+
+
 def cache_files(tmp_path: Path) -> list[str]:
     root = tmp_path / "hf_home" / "hub"
     return sorted(p.name for p in root.rglob("*") if p.is_file() and "snapshots" in p.parts)
 
 
+@pytest.mark.numerics
 def test_push_pin_offline_and_second_revision(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = tiny(0), tiny(1)
     info1 = push_to_hub(first, REPO_ID, token=hub.token)
@@ -61,7 +69,7 @@ def test_push_pin_offline_and_second_revision(hub: HubServer, tmp_path: Path, mo
     assert len(repo.commits) == 2  # the repo's initial commit + exactly one for the whole folder
 
     pinned = from_pretrained(REPO_ID, revision=info1.oid)
-    assert torch.equal(outputs(pinned), outputs(first))
+    assert_same_model(pinned, first)
     assert not pinned.training
     src = pinned.checkpoint_source
     assert (src.repo_id, src.revision, src.commit) == (REPO_ID, info1.oid, info1.oid)
@@ -72,20 +80,20 @@ def test_push_pin_offline_and_second_revision(hub: HubServer, tmp_path: Path, mo
     assert info2.oid != info1.oid and repo.commits[info2.oid].title == "retrained"
     latest = from_pretrained(f"hf-hub:{REPO_ID}")
     assert latest.checkpoint_source.commit == info2.oid
-    assert torch.equal(outputs(latest), outputs(second))
+    assert_same_model(latest, second)
     old = from_pretrained(f"hf-hub:{REPO_ID}@{info1.oid}")
-    assert torch.equal(outputs(old), outputs(first))
-    assert not torch.equal(outputs(old), outputs(latest))
+    assert_same_model(old, first)
+    assert_outputs_differ(outputs(old), outputs(latest))  # the two revisions can be told apart
 
     # Offline: the same names load from the cache and the server sees no request.
     n_requests = len(hub.requests)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert torch.equal(outputs(from_pretrained(REPO_ID, revision=info1.oid)), outputs(first))
-    assert torch.equal(outputs(from_pretrained(REPO_ID)), outputs(second))  # main -> cached ref
+    assert_same_model(from_pretrained(REPO_ID, revision=info1.oid), first)
+    assert_same_model(from_pretrained(REPO_ID), second)  # main -> cached ref
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert torch.equal(outputs(from_pretrained(REPO_ID, local_files_only=True)), outputs(second))
+    assert_same_model(from_pretrained(REPO_ID, local_files_only=True), second)
     hub.stop()  # the server is gone: local_files_only still works
-    assert torch.equal(outputs(from_pretrained(REPO_ID, revision=info1.oid, local_files_only=True)), outputs(first))
+    assert_same_model(from_pretrained(REPO_ID, revision=info1.oid, local_files_only=True), first)
     assert len(hub.requests) == n_requests
 
 
@@ -104,25 +112,27 @@ def test_unknown_repo_and_revision(hub: HubServer) -> None:
         from_pretrained(REPO_ID, revision="v9")
 
 
+@pytest.mark.numerics
 def test_private_repo_needs_the_token(hub: HubServer) -> None:
     push_to_hub(tiny(0), REPO_ID, private=True, token=hub.token)
     assert hub.repos[REPO_ID].private
     with pytest.raises(ModelNotFoundError, match="private repo needs token"):
         from_pretrained(REPO_ID)
-    assert torch.equal(outputs(from_pretrained(REPO_ID, token=hub.token)), outputs(tiny(0)))
+    assert_same_model(from_pretrained(REPO_ID, token=hub.token), tiny(0))
 
 
+@pytest.mark.numerics
 def test_pull_request_and_branch(hub: HubServer) -> None:
     main = push_to_hub(tiny(0), REPO_ID, token=hub.token)
     pr = push_to_hub(tiny(1), REPO_ID, token=hub.token, create_pr=True)
     assert pr.pr_url is not None and pr.pr_revision == "refs/pr/1"
     assert hub.repos[REPO_ID].refs["main"] == main.oid  # main untouched
-    assert torch.equal(outputs(from_pretrained(REPO_ID, revision="refs/pr/1")), outputs(tiny(1)))
+    assert_same_model(from_pretrained(REPO_ID, revision="refs/pr/1"), tiny(1))
 
     dev = push_to_hub(tiny(2), REPO_ID, token=hub.token, revision="dev")
     assert hub.repos[REPO_ID].refs["dev"] == dev.oid and hub.repos[REPO_ID].refs["main"] == main.oid
-    assert torch.equal(outputs(from_pretrained(REPO_ID, revision="dev")), outputs(tiny(2)))
-    assert torch.equal(outputs(from_pretrained(REPO_ID)), outputs(tiny(0)))
+    assert_same_model(from_pretrained(REPO_ID, revision="dev"), tiny(2))
+    assert_same_model(from_pretrained(REPO_ID), tiny(0))
 
 
 def test_push_folder_checks_it_first_and_leaves_out_pickles(hub: HubServer, tmp_path: Path) -> None:
@@ -180,10 +190,12 @@ def test_environment_set_before_import_in_a_fresh_process(hub: HubServer, tmp_pa
     assert online.returncode == 0, online.stderr
     result = json.loads(online.stdout.strip().splitlines()[-1])
     assert result["folder"].startswith(str(tmp_path / "fresh_home" / "hub"))
-    assert torch.allclose(torch.tensor(result["out"]), outputs(tiny(0)), atol=1e-6)
+    assert_same_outputs(torch.tensor(result["out"]), outputs(tiny(0)))  # another process: to float32 rounding
 
     hub.stop()
     env.update(HF_HUB_OFFLINE="1")
     offline = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert offline.returncode == 0, offline.stderr
-    assert json.loads(offline.stdout.strip().splitlines()[-1]) == result
+    again = json.loads(offline.stdout.strip().splitlines()[-1])
+    assert again["folder"] == result["folder"]  # the same snapshot, read from the cache
+    assert_same_outputs(torch.tensor(again["out"]), torch.tensor(result["out"]))
