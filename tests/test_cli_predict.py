@@ -86,6 +86,21 @@ def test_a_failing_scan_is_reported_and_the_others_go_on(ckpt, scans, tmp_path, 
     assert all(r["model"] == str(ckpt) and r["synthetic_model"] is True for r in ok)
 
 
+def test_a_scan_with_zero_voxel_size_is_reported_as_failed(ckpt, scans, tmp_path, capsys):
+    import gzip
+    import struct
+
+    bad = write_nifti(tmp_path / "zero_spacing.nii.gz", adc_array(), adc_affine())
+    raw = bytearray(gzip.decompress(bad.read_bytes()))
+    raw[80:84] = struct.pack("<f", 0.0)  # pixdim[1] = 0 behind a valid sform
+    bad.write_bytes(gzip.compress(bytes(raw)))
+    code = main([str(bad), str(scans[0]), "--model", str(ckpt), "--json"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1
+    assert [line["status"] for line in lines] == ["error", "ok"]
+    assert lines[0]["error"].startswith(f"{bad}: header voxel size") and "zero or negative" in lines[0]["error"]
+
+
 def test_unloadable_model_is_one_line_exit_1_and_no_output(scans, tmp_path, capsys):
     out = tmp_path / "results.csv"
     code = main([str(scans[0]), "--model", str(tmp_path / "no-such-model"), "--output", str(out)])
