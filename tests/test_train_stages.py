@@ -110,6 +110,28 @@ def test_readers(cohorts, tmp_path):
         read_csv_manifest(manifest, target="grade")
 
 
+def test_manifest_volume_with_zero_voxel_size_is_named(tmp_path):
+    import gzip
+    import struct
+
+    from age2hie_hub.errors import VolumeReadError
+    from age2hie_hub.preprocess.config import PreprocessConfig
+    from age2hie_hub.train.stages import cached_arrays
+
+    data = _ball_volume(np.random.default_rng(0), 2.0)
+    for name in ("good", "bad"):
+        write_volume(Volume(data, np.diag([3.0, 3.0, 3.5, 1.0])), tmp_path / f"{name}.nii.gz")
+    raw = bytearray(gzip.decompress((tmp_path / "bad.nii.gz").read_bytes()))
+    raw[84:88] = struct.pack("<f", 0.0)  # pixdim[2] = 0 behind a valid sform
+    (tmp_path / "bad.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    (tmp_path / "m.csv").write_text(f"path,age\n{tmp_path / 'good.nii.gz'},30\n{tmp_path / 'bad.nii.gz'},40\n")
+    cohort = read_csv_manifest(tmp_path / "m.csv", target="age")
+    with pytest.raises(VolumeReadError, match=r"bad\.nii\.gz: header voxel size .*zero or negative"):
+        cached_arrays(cohort, PreprocessConfig(**PREP), tmp_path / "cache", progress=False)
+    good_only = cohort.subset([0])  # negative control: the same manifest without the bad file preprocesses
+    assert len(cached_arrays(good_only, PreprocessConfig(**PREP), tmp_path / "cache", progress=False)) == 1
+
+
 def test_cache_is_keyed_by_content_and_config(cohorts, tmp_path):
     from age2hie_hub.preprocess.config import PreprocessConfig
     from age2hie_hub.train.cache import PreprocessCache
