@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="BONBID-HIE 2024 outcome-track container mode: reads INPUT_DIR/images/{skull-stripped-adc-brain-mri,"
         f"z-score-adc}}/*.mha, writes OUTPUT_DIR/{CHALLENGE_OUTPUT} (0 or 1)",
     )
+    p.add_argument(
+        "--report", metavar="DIR",
+        help="also write a visual report to DIR: one PNG per scan (slices with the crop box, the model input, an "
+        "occlusion saliency map, prediction, warnings) and DIR/index.html (needs the report extra: matplotlib)",
+    )
     p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     p.add_argument("--local-files-only", action="store_true", help="never contact the Hub")
     add_verbosity(p)
@@ -72,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least one INPUT (or --example, --list-models, or --grand-challenge IN OUT)")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
+    if args.report and (args.grand_challenge or args.list_models):
+        parser.error("--report goes with INPUT scans, not with --grand-challenge or --list-models")
     if args.output and not args.output.lower().endswith((".csv", ".json")):
         parser.error(f"--output {args.output}: the file name must end in .csv or .json")
     setup_logging(args.verbose, args.quiet)
@@ -81,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.list_models:
         return _list_models()
+    if args.report:  # before any model is loaded or scan read: a missing extra must not cost a whole run
+        from age2hie_hub.inference.report import check_report_dir, require_matplotlib
+
+        require_matplotlib()
+        check_report_dir(args.report)
     predictor = _load(args)
     if predictor.synthetic:
         # One line, always (even with -q): these numbers must never be mistaken for a clinical prediction.
@@ -154,6 +166,7 @@ def _predict(predictor: Any, args: argparse.Namespace) -> int:
             )
         sources = [dataclasses.replace(s, second_channel=second) for s, second in zip(sources, args.second_channel)]
     rows: list[dict[str, Any] | None] = [None] * len(sources)
+    outcomes: list[Any] = [s.error for s in sources]  # Prediction or error message, for --report
     usable = [i for i, s in enumerate(sources) if s.error is None]
     for i, s in enumerate(sources):
         if s.error is not None:
@@ -165,6 +178,7 @@ def _predict(predictor: Any, args: argparse.Namespace) -> int:
     )
     for k, result in results:
         i = usable[k]
+        outcomes[i] = result
         if isinstance(result, Exception):
             rows[i] = _emit_failure(sources[i].path, str(result), args)
         else:
@@ -173,6 +187,15 @@ def _predict(predictor: Any, args: argparse.Namespace) -> int:
     done = [r for r in rows if r is not None]
     if args.output:
         _write_results(Path(args.output), done)
+    if args.report:
+        from age2hie_hub.inference.report import write_report
+
+        index = write_report(
+            predictor, [s.path for s in sources], args.report, second_channels=[s.second_channel for s in sources],
+            predictions=outcomes, progress=len(sources) > 1 and not (args.quiet or args.json) and sys.stderr.isatty(),
+        )
+        if not args.quiet:
+            print(f"{PROG}: report written to {index}", file=sys.stderr)
     failed = sum(r["status"] != "ok" for r in done)
     if failed and not args.quiet and len(done) > 1:
         print(f"{PROG}: {failed} of {len(done)} scans failed", file=sys.stderr)
