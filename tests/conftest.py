@@ -4,11 +4,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import no_openvino
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # CI and developer sessions have ../shared beside the checkout; a user's own clone does not.
 SHARED_DATA = Path(os.environ.get("AGE2HIE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+if os.environ.get(no_openvino.ENV):  # set by tests/test_portability.py for its child run
+    no_openvino.simulate(os.environ[no_openvino.ENV])
 
 
 @pytest.fixture(scope="session")

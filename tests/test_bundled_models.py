@@ -150,6 +150,7 @@ def _check_golden_is_current() -> None:
                     "golden_example_probability from the build's output into GOLDEN in this file")
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_golden_probability_on_the_example_scan(backend: str, offline: None) -> None:
     from age2hie_hub.inference import Predictor
@@ -161,6 +162,7 @@ def test_golden_probability_on_the_example_scan(backend: str, offline: None) -> 
     assert pred.probability == pytest.approx(GOLDEN[backend], abs=1e-5)
 
 
+@pytest.mark.numerics
 def test_cli_example_prints_a_probability_and_one_synthetic_line(offline: None, capsys) -> None:
     from age2hie_hub.cli.predict import main
 

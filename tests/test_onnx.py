@@ -14,7 +14,7 @@ from test_inference_support import adc_affine, adc_array, make_checkpoint, write
 
 from age2hie_hub.errors import CheckpointError
 from age2hie_hub.inference import Predictor
-from age2hie_hub.onnx.providers import openvino_available
+from age2hie_hub.onnx.providers import openvino_available, openvino_cpu_device
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -32,6 +32,7 @@ def exported(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_export_names_inputs_and_outputs_with_a_dynamic_batch(exported):
     import onnx
 
@@ -51,11 +52,12 @@ def test_export_names_inputs_and_outputs_with_a_dynamic_batch(exported):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("provider", ["CPUExecutionProvider", "OpenVINOExecutionProvider"])
 def test_onnx_backend_matches_torch(exported, tmp_path, provider):
     openvino = provider == "OpenVINOExecutionProvider"
     if openvino and not openvino_available():
-        pytest.skip("onnxruntime-ep-openvino is not installed (the `openvino` extra; Linux/Windows x86-64 only)")
+        pytest.skip(f"OpenVINO execution provider unavailable: {openvino_cpu_device()[1]}")
     folder, _ = exported
     scans = [write_nifti(tmp_path / f"s{i}.nii.gz", adc_array(seed=i), adc_affine()) for i in range(3)]
     ort = Predictor.from_pretrained(folder, backend="onnx", device="cpu", openvino=openvino)
@@ -121,24 +123,58 @@ def test_cpu_session_uses_one_intra_op_thread_per_usable_core(monkeypatch):
     assert config == {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "3"}
 
 
-def test_providers_fall_back_to_cpu_and_refuse_missing_cuda(monkeypatch):
+@pytest.mark.parametrize("has_openvino", [True, False], ids=["openvino", "no-openvino-device"])
+def test_providers_fall_back_to_cpu_and_refuse_missing_cuda(monkeypatch, has_openvino):
+    # Both OpenVINO states and both CUDA states on any machine: the provider module's own seams are replaced.
+    import onnxruntime
+
     from age2hie_hub.onnx import providers
 
-    cpu = ["OpenVINOExecutionProvider", "CPUExecutionProvider"] if openvino_available() else ["CPUExecutionProvider"]
+    why_not = "the OpenVINO plugin found no CPU device"
+    state = (object(), "") if has_openvino else (None, why_not)
+    monkeypatch.setattr(providers, "openvino_cpu_device", lambda: state)
+    monkeypatch.setattr(providers, "_SAID", set())
+    cpu = ["OpenVINOExecutionProvider", "CPUExecutionProvider"] if has_openvino else ["CPUExecutionProvider"]
+    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: gpu)
+    monkeypatch.setattr(providers, "cuda_device_count", lambda: 0)  # onnxruntime-gpu on a machine without a GPU
     assert providers.choose_providers("cpu") == cpu
     assert providers.choose_providers("cpu", openvino=False) == ["CPUExecutionProvider"]
-    monkeypatch.setattr(providers, "cuda_device_count", lambda: 0)
     assert providers.choose_providers("auto") == cpu
     with pytest.raises(ValueError, match="no usable CUDA provider"):
         providers.choose_providers("cuda")
     with pytest.raises(ValueError, match="cannot be combined with device='cuda'"):
         providers.choose_providers("cuda", openvino=True)
+    if has_openvino:
+        assert providers.choose_providers("auto", openvino=True) == cpu
+    else:  # only asking for OpenVINO makes its absence an error
+        with pytest.raises(ValueError, match=f"openvino=True was requested but {why_not}"):
+            providers.choose_providers("auto", openvino=True)
     monkeypatch.setattr(providers, "cuda_device_count", lambda: 1)
-    import onnxruntime
-
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        assert providers.choose_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers.choose_providers("auto") == gpu
+    assert providers.choose_providers("cuda") == gpu
+    assert providers.choose_providers("cpu") == cpu
+    if has_openvino:
         assert providers.choose_providers("auto", openvino=True) == cpu  # asked for OpenVINO: the CPU it is
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert providers.choose_providers("auto") == cpu  # a GPU but CPU-only onnxruntime
+
+
+def test_cpu_fallback_says_why_once_per_process(monkeypatch, caplog):
+    import logging
+
+    from age2hie_hub.onnx import providers
+
+    monkeypatch.setattr(providers, "openvino_cpu_device", lambda: (None, "the OpenVINO plugin found no CPU device"))
+    monkeypatch.setattr(providers, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(providers, "_SAID", set())
+    with caplog.at_level(logging.DEBUG, logger="age2hie_hub.onnx.providers"):
+        for _ in range(3):
+            assert providers.choose_providers("auto") == ["CPUExecutionProvider"]
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == ["INFO", "DEBUG", "DEBUG"]  # one line for the user, never a warning
+    assert said[0][1] == ("OpenVINO execution provider not used (the OpenVINO plugin found no CPU device); "
+                          "running on ONNX Runtime's CPU provider")
 
 
 @pytest.mark.slow
@@ -169,6 +205,7 @@ def test_onnx_from_other_weights_is_refused(exported, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_hub_checkpoint_with_onnx_runs_both_backends_and_pins_the_commit(exported, tmp_path, monkeypatch):
     """push_to_hub a folder holding model.onnx to the local Hub test server, then load it by name."""
     from hub_server import HubServer

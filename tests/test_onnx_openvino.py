@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,70 @@ def test_without_the_plugin_auto_uses_cpu_and_require_says_how_to_install():
     assert "openvino=True was requested but onnxruntime-ep-openvino is not installed" in run.stdout
     assert "pip install 'age2hie-hub[openvino]'" in run.stdout
     assert "onnxruntime-ep-openvino is not installed" in run.stderr
+
+
+def test_plugin_without_a_cpu_device_falls_back_calmly_with_one_line_saying_why():
+    # The plugin imports and registers but finds no CPU device (seen on an AMD EPYC without AVX-512), simulated in
+    # a fresh process on any machine (tests/no_openvino.py). auto, backend="onnx" and a batch run use ONNX
+    # Runtime's CPU provider, say why once at INFO and never warn; only openvino=True is an error.
+    code = textwrap.dedent(f"""
+        import json, logging, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import no_openvino
+        no_openvino.simulate("no-device")
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger("age2hie_hub").addHandler(handler)
+        logging.getLogger("age2hie_hub").setLevel(logging.DEBUG)
+        from age2hie_hub.inference import Predictor
+        from age2hie_hub.inference.examples import example_scan
+        scans = [example_scan()] * 5
+        got = Predictor.from_pretrained("age2hie", backend="onnx").predict_many(scans, batch_size=2, progress=False)
+        again = Predictor.from_pretrained("age2hie", backend="onnx", device="cpu").predict(example_scan())
+        try:
+            Predictor.from_pretrained("age2hie", backend="onnx", openvino=True)
+        except ValueError as exc:
+            refused = str(exc)
+        else:
+            refused = None
+        said = [(r.levelname, r.getMessage()) for r in records if "OpenVINO" in r.getMessage()]
+        print(json.dumps({{"devices": sorted({{p.device for p in got + [again]}}), "refused": refused,
+                          "said": said, "warned": [r.getMessage() for r in records if r.levelno >= logging.WARNING]}}))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.splitlines()[-1])
+    why = "the OpenVINO plugin found no CPU device"
+    assert out["devices"] == [CPU]
+    assert out["refused"] == f"openvino=True was requested but {why}"
+    assert out["warned"] == []
+    assert [level for level, _ in out["said"]] == ["INFO", "DEBUG"]  # once, though 6 scans and 2 sessions
+    assert why in out["said"][0][1] and "ONNX Runtime's CPU provider" in out["said"][0][1]
+
+
+def test_cli_without_an_openvino_device_is_quiet_by_default_and_says_why_with_v():
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import no_openvino
+        no_openvino.simulate("no-device")
+        from age2hie_hub.cli.predict import main
+        codes = [main(["--example", "-v"]), main(["--example", "--backend", "auto", "--json"]),
+                 main(["--example", "--openvino"])]
+        raise SystemExit(sum(c * 10 ** i for i, c in enumerate(codes)))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 100, run.stderr[-3000:]  # 0, 0, then 1 for --openvino only
+    row = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("{")))
+    assert (row["backend"], row["device"], row["status"]) == ("onnx", CPU, "ok")
+    err = run.stderr.splitlines()
+    assert not [line for line in err if line.startswith(("WARNING", "ERROR", "Traceback"))], run.stderr
+    assert [line for line in err if "OpenVINO" in line] == [
+        "INFO: OpenVINO execution provider not used (the OpenVINO plugin found no CPU device); "
+        "running on ONNX Runtime's CPU provider",  # -v only
+        "age2hie-predict: error: openvino=True was requested but the OpenVINO plugin found no CPU device",
+    ]
 
 
 def test_two_channel_model_in_challenge_mode_answers_as_torch_does(openvino, tmp_path, capsys):
