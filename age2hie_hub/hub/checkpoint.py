@@ -271,17 +271,44 @@ def check_state_dict(
         )
 
 
-def _build_for_loading(config: CheckpointConfig, state: dict[str, "torch.Tensor"]) -> "Age2HieNet":
-    """The model, built without spending time on a random initialisation the weights will replace.
+# Random initialisers whose draws the loaded weights replace. nn.init functions that dispatch on
+# __torch_function__ themselves are listed beside the Tensor methods the others end in.
+_RANDOM_INIT_NAMES = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                      "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_")
 
-    Built on the meta device (shapes only), then the loaded tensors are assigned. A model with
-    non-persistent buffers (computed at construction, not stored, e.g. soft-bin centres) is built normally.
+
+def _skip_random_init() -> Any:
+    """A TorchFunctionMode under which random initialisation is a no-op: tensors stay as allocated.
+
+    Not the meta device: initialisers on meta tensors run Python reference kernels that import
+    torch._dynamo (1.2-1.3 s, most of a cold start), and a random initialisation costs ~1 s for a
+    full-width resnet3d_18. Deterministic fills (zeros_, ones_, constant_) still run: they are cheap.
     """
     import torch
+    from torch.overrides import TorchFunctionMode
 
+    skipped = {torch.Tensor.normal_, torch.Tensor.uniform_}
+    skipped.update(getattr(torch.nn.init, name) for name in _RANDOM_INIT_NAMES)
+
+    class SkipRandomInit(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func in skipped:
+                return args[0] if args else (kwargs or {})["tensor"]
+            return func(*args, **(kwargs or {}))
+
+    return SkipRandomInit()
+
+
+def _build_for_loading(config: CheckpointConfig) -> "Age2HieNet":
+    """The model, built without spending time on a random initialisation the weights will replace.
+
+    Built on the CPU with random initialisers skipped (parameters keep their uninitialised memory);
+    strict loading then assigns every parameter and persistent buffer. A model with non-persistent
+    buffers (computed at construction, not stored, e.g. soft-bin centres) is built again normally.
+    """
     from age2hie_hub.models import build_model
 
-    with torch.device("meta"):
+    with _skip_random_init():
         model = build_model(config.model)
     stored = set(model.state_dict())
     if any(name not in stored for name, _ in model.named_buffers()):
@@ -309,7 +336,7 @@ def load_checkpoint(folder: str | os.PathLike[str], device: "str | torch.device 
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({err}); download or save it again") from err
     try:
-        model = _build_for_loading(config, state)
+        model = _build_for_loading(config)
     except ValueError as err:
         raise CheckpointError(f"{folder / CONFIG_NAME}: cannot build the model it describes: {err}") from err
     expected = model.state_dict()
