@@ -188,8 +188,13 @@ def build_release(
     evaluation: str | os.PathLike[str] | None = None,
     onnx: bool = True,
     overwrite: bool = False,
+    extra_files: "list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]" = (),
 ) -> Release:
-    """Run folder -> release folder (see the module docstring). Raises before anything appears at `out_dir`."""
+    """Run folder -> release folder (see the module docstring). Raises before anything appears at `out_dir`.
+
+    ``extra_files`` (e.g. the licence terms of the training data, which must travel with weights trained on
+    it) are copied into the release under their own names and listed in SHA256SUMS.
+    """
     import dataclasses
 
     from age2hie_hub.hub import load_checkpoint, save_pretrained
@@ -202,6 +207,13 @@ def build_release(
         raise ReleaseError(f"{out_dir} already exists; choose a new folder or pass --overwrite")
     release_meta = dict(release_meta or {})
     repo_id = repo_id or release_meta.get("repo_id")
+    extras = [Path(f) for f in extra_files]
+    reserved = {CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, CARD_NAME, NOTE_NAME, SUMS_NAME}
+    for f in extras:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: extra release file not found")
+        if f.name in reserved or [g.name for g in extras].count(f.name) > 1:
+            raise ReleaseError(f"{f}: extra release file name {f.name!r} clashes with another release file")
 
     # Strict load: a checkpoint whose weights and config.json disagree is refused here, not shipped.
     model = load_checkpoint(ckpt)
@@ -239,6 +251,8 @@ def build_release(
         (staging / CARD_NAME).write_text(str(card).rstrip("\n") + "\n", encoding="utf-8")
         (staging / NOTE_NAME).write_text(
             _release_note(run_dir, ckpt, config, metrics_sha, onnx_info, repo_id, evaluation_sha), encoding="utf-8")
+        for f in extras:
+            shutil.copyfile(f, staging / f.name)
         sums = _write_sums(staging)
         _replace_folder(staging, out_dir, overwrite)
     except BaseException:
@@ -355,6 +369,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", help="branch to push to (created from main if missing)")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     p.add_argument("--bundle", metavar="NAME", help="also copy the release to age2hie_hub/data/models/NAME/")
+    p.add_argument("--extra-file", action="append", default=[], type=Path, metavar="FILE",
+                   help="also ship FILE in the release (repeatable), e.g. the training data's licence terms")
     add_verbosity(p)
     return p
 
@@ -369,7 +385,8 @@ def _run(args: argparse.Namespace) -> int:
     meta = load_release_metadata(args.card) if args.card else {}
     repo_id = args.repo_id or args.push or meta.get("repo_id")
     release = build_release(args.run_dir, args.output, release_meta=meta, repo_id=repo_id,
-                            checkpoint=args.checkpoint, evaluation=args.evaluation, onnx=not args.no_onnx, overwrite=args.overwrite)
+                            checkpoint=args.checkpoint, evaluation=args.evaluation, onnx=not args.no_onnx, overwrite=args.overwrite,
+                            extra_files=args.extra_file)
     print(f"release: {release.folder}")
     for name, digest in sorted(release.sha256.items()):
         print(f"  {digest}  {name}")

@@ -1,4 +1,4 @@
-"""age2hie-train: pretrain | transfer | evaluate | experiment CONFIG (YAML or JSON).
+"""age2hie-train: pretrain | cv | transfer | evaluate | experiment CONFIG (YAML or JSON).
 
 Runs unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel; only rank 0 writes).
 ``age2hie-train defaults pretrain`` prints a complete config with every default, to start from.
@@ -14,7 +14,8 @@ from pathlib import Path
 from age2hie_hub.cli._common import EXIT_OK, add_verbosity, run_main, setup_logging
 
 COMMANDS = {
-    "pretrain": "brain-age pretraining on T1 volumes (held-out MAE vs predict-the-mean)",
+    "pretrain": "brain-age pretraining on T1 volumes (held-out MAE vs predict-the-mean, or cv: then every case)",
+    "cv": "k-fold cross-validation of a pretrain config's brain-age recipe vs baselines -> tables, plots",
     "transfer": "AGE2HIE transfer (refine head, finetune all) or a baseline, on a target cohort",
     "evaluate": "methods x protocols (same-site, multi-site, cross-site) x seeds -> tables",
     "experiment": "pretrain + evaluate + learning curves -> tables and plots",
@@ -32,17 +33,41 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
         s.add_argument("--json", action="store_true", help="print the resulting metrics as JSON")
         add_verbosity(s)
+    t = sub.add_parser("lesion-targets", help=LESION_HELP, description=LESION_HELP + (
+        ". The brain is the ADC's non-background region (background read from the grid's border; the Z-ADC map's, "
+        "or an Otsu foreground, when the ADC has none), holes filled, lesions included: docs/real_data_bonbid.md."))
+    t.add_argument("data", type=Path, help="a BONBID-HIE folder (1ADC_ss/, 2Z_ADC/, 3LABEL/)")
+    t.add_argument("-o", "--output", type=Path, required=True,
+                   help="the CSV to write (derived from the data: it carries the data's licence)")
+    t.add_argument("--threshold", type=float, default=0.01, help="burden threshold of the 0/1 column (default 0.01)")
+    t.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_verbosity(t)
+    s = sub.add_parser("score", help=SCORE_HELP, description=SCORE_HELP)
+    s.add_argument("config", type=Path, help="YAML or JSON ScoreConfig (model, data, positive, run_dir, ...)")
+    s.add_argument("--run-dir", help="override the config's run_dir")
+    s.add_argument("--json", action="store_true", help="print the resulting metrics as JSON")
+    add_verbosity(s)
     d = sub.add_parser("defaults", help="print a config with every field at its default")
-    d.add_argument("kind", choices=sorted(COMMANDS))
+    d.add_argument("kind", choices=sorted([*COMMANDS, "score"]))
     d.add_argument("--format", choices=("yaml", "json"), default="yaml")
     add_verbosity(d)
     return p
 
 
+LESION_HELP = ("BONBID-HIE lesion burden per case (lesion voxels / brain voxels, from 3LABEL) -> a target table "
+               "(a proxy target derived from the masks, not an outcome)")
+SCORE_HELP = "score a binary checkpoint as published against a cohort's 0/1 target (AUC, calibration, CIs)"
+
+
 def _config_class(command: str):
     from age2hie_hub.train.config import ExperimentConfig, PretrainConfig, TransferConfig
 
-    return {"pretrain": PretrainConfig, "transfer": TransferConfig, "evaluate": ExperimentConfig,
+    if command == "score":
+        from age2hie_hub.train.score import ScoreConfig
+
+        return ScoreConfig
+
+    return {"pretrain": PretrainConfig, "cv": PretrainConfig, "transfer": TransferConfig, "evaluate": ExperimentConfig,
             "experiment": ExperimentConfig}[command]
 
 
@@ -61,6 +86,11 @@ def _body(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(data, sort_keys=False), end="")
         return EXIT_OK
 
+    if args.command == "lesion-targets":
+        return _lesion_targets(args)
+    if args.command == "score":
+        return _score(args)
+
     from age2hie_hub.train import distributed as D
 
     cfg = load_config(args.config, _config_class(args.command))
@@ -78,8 +108,30 @@ def _body(args: argparse.Namespace) -> int:
 
             out = pretrain(cfg)
             summary = out["metrics"]
-            text = (f"test MAE {summary['test_mae']:.3f} (predict-the-mean {summary['baseline_predict_mean_mae']:.3f}), "
-                    f"r={summary['test_pearson_r']:.3f}; checkpoint {out['checkpoint']}")
+            if "test_mae" in summary:
+                text = (f"test MAE {summary['test_mae']:.3f} (predict-the-mean "
+                        f"{summary['baseline_predict_mean_mae']:.3f}), r={summary['test_pearson_r']:.3f}")
+            else:
+                text = f"trained on all {summary['n_train'] + summary['n_val']} cases, no held-out score"
+            if (run_dir / "cv" / "table.md").is_file():
+                text = (run_dir / "cv" / "table.md").read_text(encoding="utf-8") + "\n" + text
+            text += f"; checkpoint {out['checkpoint']}"
+        elif args.command == "cv":
+            import dataclasses as dc
+
+            from age2hie_hub.preprocess.config import PreprocessConfig
+            from age2hie_hub.train.evaluate import cross_validate_brain_age
+            from age2hie_hub.train.manifest import read_cohort
+            from age2hie_hub.train.stages import cached_arrays
+
+            cfg = cfg if cfg.cv is not None else dc.replace(cfg, cv=_default_cv())
+            cohort = read_cohort({"task": "regression", **cfg.data})
+            prep = PreprocessConfig.from_dict({**cfg.preprocess, "channels": cohort.n_channels})
+            files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype,
+                                  workers=cfg.preprocess_workers, progress=cfg.loop.progress)
+            out = cross_validate_brain_age(cfg, cohort, files, run_dir / "cv")
+            summary = {k: out[k] for k in ("summary", "comparisons", "age_bias_correction", "timings")}
+            text = (run_dir / "cv" / "table.md").read_text(encoding="utf-8") if (run_dir / "cv" / "table.md").is_file() else ""
         elif args.command == "transfer":
             from age2hie_hub.train.stages import transfer
 
@@ -99,6 +151,46 @@ def _body(args: argparse.Namespace) -> int:
             print(json.dumps(summary, indent=2, default=float) if args.json else text)
     finally:
         D.teardown()
+    return EXIT_OK
+
+
+def _default_cv():
+    from age2hie_hub.train.config import CVConfig
+
+    return CVConfig()
+
+
+def _lesion_targets(args: argparse.Namespace) -> int:
+    from age2hie_hub.train.lesion_targets import lesion_targets, target_column, write_targets
+
+    if not 0 < args.threshold < 1:
+        raise ValueError(f"--threshold must be a fraction in (0, 1), got {args.threshold}")
+    rows = lesion_targets(args.data, progress=not args.json)
+    path = write_targets(rows, args.output, args.threshold)
+    positive = sum(r.burden >= args.threshold for r in rows)
+    summary = {"output": str(path), "n_cases": len(rows), "column": target_column(args.threshold),
+               "threshold": args.threshold, "n_positive": positive, "rate": positive / len(rows),
+               "brain_from": {k: sum(r.brain_from == k for r in rows) for k in sorted({r.brain_from for r in rows})}}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{len(rows)} cases: {positive} ({100 * positive / len(rows):.1f} %) with lesion burden >= "
+              f"{100 * args.threshold:g} %; brain region from {summary['brain_from']}; wrote {path}")
+    return EXIT_OK
+
+
+def _score(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from age2hie_hub.train.config import load_config
+    from age2hie_hub.train.score import ScoreConfig, score_checkpoint, score_markdown
+
+    cfg = load_config(args.config, ScoreConfig)
+    if args.run_dir:
+        cfg = dataclasses.replace(cfg, run_dir=args.run_dir)
+    _log_to_file(Path(cfg.run_dir) / "score.log")
+    out = score_checkpoint(cfg, progress=not args.json)
+    print(json.dumps(out, indent=2, default=float) if args.json else score_markdown(out), end="" if not args.json else "\n")
     return EXIT_OK
 
 

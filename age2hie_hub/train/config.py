@@ -53,16 +53,59 @@ def _default_pretrain_model() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class CVConfig:
+    """k-fold cross-validation of a brain-age recipe (every case tested once) next to baselines on the same folds.
+
+    Folds are stratified on age quantiles. In each fold the network is trained exactly as the final model is
+    (same loop, augmentation and ``val_fraction``), and the baselines are fitted on the training fold only.
+    The age-bias line (predicted ~ a + b * age) that corrects a fold's test predictions is fitted on the
+    out-of-fold predictions of the other folds; the final model's line on all out-of-fold predictions.
+    """
+
+    folds: int = 5
+    seed: int = 0  # fold assignment (the networks train with the pretrain seed)
+    baselines: tuple[str, ...] = ("mean", "ridge_dlmuse")
+    # ridge_dlmuse: DLMUSE label images <labels>/<subject>/anat/*_dseg.nii[.gz]; relative to a BIDS root
+    labels: str = "derivatives/dlmuse"
+    ridge_alphas: tuple[float, ...] = ()  # empty: baselines.DEFAULT_ALPHAS (10^-3 .. 10^3)
+    inner_folds: int = 5  # ridge penalty chosen by an inner k-fold of the training fold
+    bias_correction: bool = True
+    n_boot: int = 2000
+    workers: int = 1  # folds trained side by side in this many processes (each with loop.threads threads)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "baselines", tuple(self.baselines))
+        object.__setattr__(self, "ridge_alphas", tuple(float(a) for a in self.ridge_alphas))
+        if self.folds < 2:
+            raise ValueError(f"cv.folds must be >= 2, got {self.folds}")
+        if self.workers < 1:
+            raise ValueError(f"cv.workers must be >= 1, got {self.workers}")
+        if any(a <= 0 for a in self.ridge_alphas):
+            raise ValueError(f"cv.ridge_alphas must be positive, got {list(self.ridge_alphas)}")
+        from age2hie_hub.train.baselines import BASELINES
+
+        bad = [b for b in self.baselines if b not in BASELINES]
+        if bad:
+            raise ValueError(f"cv.baselines: unknown {bad}; use any of {list(BASELINES)}")
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
-    """Brain-age pretraining on T1 volumes, with a held-out test split and a predict-the-mean baseline."""
+    """Brain-age pretraining on T1 volumes, with a held-out test split and a predict-the-mean baseline.
+
+    With ``cv`` set, ``pretrain`` first cross-validates the recipe (``run_dir/cv``) and records the estimate, the
+    age-bias line and the out-of-fold residuals in the checkpoint; ``test_fraction: 0`` then trains the final
+    model on every case (no held-out score of its own).
+    """
 
     data: dict[str, Any] = field(default_factory=lambda: {"format": "bids", "path": "data/brain_age", "target": "age"})
     model: dict[str, Any] = field(default_factory=_default_pretrain_model)  # head: age_regression | age_softbin
     preprocess: dict[str, Any] = field(default_factory=dict)  # PreprocessConfig fields (defaults if empty)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=20, lr=1e-3, patience=5))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    test_fraction: float = 0.2  # held out for the reported MAE
-    val_fraction: float = 0.1  # of the rest, for early stopping
+    test_fraction: float = 0.2  # held out for the reported MAE; 0: train on every case (after a cv)
+    val_fraction: float = 0.1  # of the rest, for early stopping; 0: none, every epoch runs
+    cv: CVConfig | None = None  # k-fold cross-validation of this recipe, run before the model is trained
     softbin_sigma: float = 1.0  # age_softbin label width (target units)
     softbin_bins: int = 40
     age_unit: str = "years"
@@ -73,6 +116,12 @@ class PretrainConfig:
     preprocess_workers: int = 2
     synthetic: bool = False  # recorded in the checkpoint; set for synthetic cohorts
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
 @dataclass(frozen=True)

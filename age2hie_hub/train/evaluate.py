@@ -48,8 +48,13 @@ def _done(results: Path) -> dict[str, dict[str, Any]]:
 def run_grid(cohort: Cohort, files: list[Path], methods: Sequence[MethodConfig], cfg: TransferConfig, *,
              protocols: Sequence[str], k: int, seeds: Sequence[int], run_dir: Path,
              learning_curve: LearningCurveConfig | None = None, save_checkpoints: bool = False,
-             checkpoint_writer: Any = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Train and test every (method, split[, size]); returns all rows (including ones done earlier)."""
+             checkpoint_writer: Any = None, progress: bool = True,
+             parents: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Train and test every (method, split[, size]); returns all rows (including ones done earlier).
+
+    ``parents``: method name -> its parent checkpoint resolved once (``parent.resolve_parent``); a checkpoint
+    method without one resolves its parent once here.
+    """
     from tqdm.auto import tqdm
 
     from age2hie_hub.train.stages import fit_split
@@ -74,6 +79,7 @@ def run_grid(cohort: Cohort, files: list[Path], methods: Sequence[MethodConfig],
                 if size == split.train.size and learning_curve.protocol in protocols:
                     continue  # identical to the protocol's own full-size row, which the curve reuses
                 jobs += [(m, split, size, train) for m in methods]
+    parents = dict(parents or {})
     rows = []
     bar = tqdm(jobs, desc="grid", disable=not (progress and D.rank() == 0))
     for method, split, size, train in bar:
@@ -82,8 +88,12 @@ def run_grid(cohort: Cohort, files: list[Path], methods: Sequence[MethodConfig],
         if rid in done:
             rows.append(done[rid])
             continue
+        if method.init == "checkpoint" and method.name not in parents:
+            from age2hie_hub.train.parent import resolve_parent
+
+            parents[method.name] = resolve_parent(method.weights)
         t0 = time.perf_counter()
-        res = fit_split(method, cohort, files, train, split.test, cfg, seed=split.seed)
+        res = fit_split(method, cohort, files, train, split.test, cfg, seed=split.seed, parent=parents.get(method.name))
         row = {"id": rid, "method": method.name, "protocol": split.protocol, "seed": split.seed, "fold": split.fold,
                "split": split.name, "train_size": int(train.size), "learning_curve": size is not None,
                "n_test": int(split.test.size), **res.metrics, "seconds": time.perf_counter() - t0,
@@ -169,3 +179,238 @@ def learning_curve_table(rows: Sequence[dict[str, Any]], protocol: str, metric: 
             s = M.summarize(vals, n_boot=1000)
             out.append({"method": method, "train_size": size, "metric": metric, **s})
     return out
+
+
+# ---- brain age: k-fold cross-validation of a pretrain recipe, with baselines on the same folds --------------
+
+CNN = "cnn"  # the network's row in the brain-age tables
+CORRECTED = " (age-bias corrected)"
+
+
+def _cv_fold_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train the recipe on one fold's training cases and predict its test cases (runs in a worker process)."""
+    import torch
+
+    from age2hie_hub.train.stages import predict_ages, train_brain_age
+
+    cfg, cohort, files = job["cfg"], job["cohort"], job["files"]
+    if cfg.loop.threads > 0:
+        torch.set_num_threads(cfg.loop.threads)
+    train, test = np.asarray(job["train"]), np.asarray(job["test"])
+    t0 = time.perf_counter()
+    model, objective, res, fit_pos = train_brain_age(cfg, cohort, files, train, state_dir=job["state_dir"],
+                                                     desc=f"cv fold {job['fold']}")
+    pred = predict_ages(model, objective, files, cohort.labels, test, cfg.loop.batch_size)
+    return {"fold": job["fold"], "pred": pred.tolist(), "n_fit": int(fit_pos.size),
+            "n_val": int(train.size - fit_pos.size), "epochs_run": len(res.history), "best_epoch": res.best_epoch,
+            "final_train_loss": res.history[-1]["train_loss"] if res.history else float("nan"),
+            "seconds": time.perf_counter() - t0}
+
+
+def _cv_network_rows(cfg: Any, cohort: Cohort, files: list[Path], folds: list[tuple[np.ndarray, np.ndarray]],
+                     run_dir: Path) -> dict[int, dict[str, Any]]:
+    """The network's out-of-fold predictions, one row per fold in results.jsonl (a re-run skips finished folds)."""
+    import dataclasses
+
+    results = run_dir / "results.jsonl"
+    done = {r["fold"]: r for r in _done(results).values() if r.get("method") == CNN}
+    jobs = []
+    for f, (train, test) in enumerate(folds):
+        if f in done and done[f]["test_subjects"] == [cohort.subjects[i] for i in test]:
+            continue
+        # The workers' loops never draw progress bars (several bars on one terminal garble each other).
+        job_cfg = dataclasses.replace(cfg, cv=None, loop=dataclasses.replace(cfg.loop, progress=False))
+        jobs.append({"cfg": job_cfg, "cohort": cohort, "files": files, "train": train.tolist(), "test": test.tolist(),
+                     "fold": f, "state_dir": run_dir / "state" / f"fold{f}"})
+    if jobs:
+        log.info("cv: training %d fold(s) with %d worker process(es)", len(jobs), min(cfg.cv.workers, len(jobs)))
+
+    def record(out: dict[str, Any]) -> None:
+        train, test = folds[out["fold"]]
+        row = {"id": f"{CNN}|fold{out['fold']}", "method": CNN, "fold": out["fold"],
+               "test_subjects": [cohort.subjects[i] for i in test], "y_true": cohort.labels[test].tolist(),
+               "y_pred": out["pred"], **{k: v for k, v in out.items() if k not in ("pred", "fold")}}
+        if D.rank() == 0:
+            with open(results, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row, default=float) + "\n")
+        done[out["fold"]] = row
+        log.info("cv fold %d: MAE %.2f (%d s)", out["fold"], M.mae(row["y_true"], row["y_pred"]), out["seconds"])
+
+    if cfg.cv.workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn: a fresh interpreter per worker (forking a process that already ran torch can deadlock).
+        with ProcessPoolExecutor(min(cfg.cv.workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(_cv_fold_job, j) for j in jobs]):
+                record(fut.result())
+    else:
+        for job in jobs:
+            record(_cv_fold_job(job))
+    return done
+
+
+def _region_volumes(cfg: Any, cohort: Cohort) -> np.ndarray:
+    from age2hie_hub.train.baselines import dlmuse_volumes
+
+    labels = Path(cfg.cv.labels).expanduser()
+    if not labels.is_absolute():
+        if cfg.data.get("format") != "bids":
+            raise ValueError(f"cv.labels {cfg.cv.labels!r} is relative: give an absolute folder for a "
+                             f"{cfg.data.get('format')!r} cohort (relative means: inside a BIDS root)")
+        labels = Path(cfg.data["path"]).expanduser() / labels
+    vols = dlmuse_volumes(cohort, labels)
+    log.info("ridge_dlmuse: %d region volumes per subject from %s", vols.labels.size, labels)
+    return vols.volumes
+
+
+def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_dir: Path) -> dict[str, Any]:
+    """k-fold CV of the brain-age recipe in ``cfg`` (a PretrainConfig with ``cv``): every case tested once.
+
+    On the same folds: the baselines (training-fold mean; ridge on region volumes, penalty by inner CV on the
+    training fold), raw and age-bias-corrected metrics (MAE, Pearson r, bias with 95 % bootstrap CIs over
+    subjects), paired per-subject comparisons of absolute errors, plots and per-subject predictions, all
+    under ``run_dir``. Returns the summary and what the final checkpoint records (``checkpoint_metrics``).
+    """
+    from age2hie_hub.train import report
+    from age2hie_hub.train.baselines import DEFAULT_ALPHAS, predict_baseline
+    from age2hie_hub.train.splits import quantile_strata, stratified_kfold
+    from age2hie_hub.train.stages import write_json
+
+    cv = cfg.cv
+    t0 = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ages = cohort.labels
+    folds = stratified_kfold(quantile_strata(ages), cv.folds, cv.seed)
+    fold_of = np.empty(len(cohort), dtype=np.int64)
+    for f, (_, test) in enumerate(folds):
+        fold_of[test] = f
+    preds: dict[str, np.ndarray] = {}
+    fold_rows: list[dict[str, Any]] = []
+
+    net = _cv_network_rows(cfg, cohort, files, folds, run_dir)
+    preds[CNN] = np.empty(len(cohort))
+    for f, (_, test) in enumerate(folds):
+        preds[CNN][test] = net[f]["y_pred"]
+        fold_rows.append({"method": CNN, "fold": f, "n_test": int(test.size), "n_train": net[f]["n_fit"],
+                          "seconds": net[f]["seconds"], **M.regression_metrics(ages[test], preds[CNN][test])})
+    timings = {"network_s": sum(net[f]["seconds"] for f in range(len(folds)))}
+
+    t = time.perf_counter()
+    volumes = _region_volumes(cfg, cohort) if "ridge_dlmuse" in cv.baselines else None
+    chosen: dict[str, list[Any]] = {}
+    for name in cv.baselines:
+        preds[name] = np.empty(len(cohort))
+        for f, (train, test) in enumerate(folds):
+            x = (volumes[train], volumes[test]) if name == "ridge_dlmuse" else (None, None)
+            preds[name][test], info = predict_baseline(
+                name, ages[train], test.size, x_train=x[0], x_test=x[1],
+                alphas=cv.ridge_alphas or DEFAULT_ALPHAS, inner_folds=cv.inner_folds, seed=_fold_seed(cv.seed, f))
+            chosen.setdefault(name, []).append(info)
+            fold_rows.append({"method": name, "fold": f, "n_test": int(test.size), "n_train": int(train.size),
+                              **info, **M.regression_metrics(ages[test], preds[name][test])})
+    timings["baselines_s"] = time.perf_counter() - t
+
+    # Age-bias correction: the line for fold f comes from the other folds' out-of-fold predictions only.
+    lines: dict[str, list[dict[str, float]]] = {}
+    if cv.bias_correction:
+        for name in list(preds):
+            corrected = np.empty(len(cohort))
+            for f, (_, test) in enumerate(folds):
+                other = fold_of != f
+                line = M.fit_age_bias(ages[other], preds[name][other])
+                lines.setdefault(name, []).append(line)
+                corrected[test] = M.correct_age_bias(preds[name][test], ages[test], line["a"], line["b"])
+            preds[name + CORRECTED] = corrected
+
+    protocol = f"{cv.folds}-fold CV"
+    summary = []
+    for name, p in preds.items():
+        pooled = M.regression_summary(ages, p, n_boot=cv.n_boot, seed=cv.seed)
+        row: dict[str, Any] = {"method": name, "protocol": protocol, "n_splits": cv.folds, "n_seeds": 1,
+                               "n": len(cohort)}
+        for key in REGRESSION_KEYS:
+            per_fold = [M.REGRESSION_METRICS[key](ages[fold_of == f], p[fold_of == f]) for f in range(cv.folds)]
+            s = pooled[key]
+            row.update({f"{key}_mean": s["value"], f"{key}_sd": float(np.std(per_fold, ddof=1)),
+                        f"{key}_ci_low": s["ci_low"], f"{key}_ci_high": s["ci_high"],
+                        f"{key}_text": f"{s['value']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"})
+        summary.append(row)
+
+    comparisons = []
+    for name in cv.baselines:
+        for suffix in ("", CORRECTED) if cv.bias_correction else ("",):
+            a, b = np.abs(preds[CNN + suffix] - ages), np.abs(preds[name + suffix] - ages)
+            boot = M.paired_bootstrap(a, b, seed=cv.seed)
+            perm = M.sign_flip_test(a, b, seed=cv.seed)
+            comparisons.append({"method": CNN + suffix, "reference": name + suffix, "protocol": protocol,
+                                "metric": "mae", "n_pairs": boot["n"], "mean_diff": boot["mean_diff"],
+                                "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+                                "p_sign_flip": perm["p_value"], "p_bootstrap": boot["p_value"],
+                                "pairs": "subjects (absolute errors)"})
+
+    final_line = M.fit_age_bias(ages, preds[CNN])
+    timings["total_s"] = time.perf_counter() - t0
+    out = {
+        "summary": summary, "comparisons": comparisons, "per_fold": fold_rows, "n_cases": len(cohort),
+        "sites": {str(s): int((cohort.sites == s).sum()) for s in sorted(set(cohort.sites))},
+        "folds": [[cohort.subjects[i] for i in test] for _, test in folds],
+        "bias_lines": lines, "baseline_choices": chosen, "timings": timings, "synthetic": cfg.synthetic,
+        "age_bias_correction": _bias_record(final_line, cv.folds),
+    }
+    out["checkpoint_metrics"] = _cv_checkpoint_metrics(out, ages, preds[CNN], cv.folds)
+    if D.rank() == 0:
+        subjects = cohort.subjects
+        table = [{"subject": s, "age": float(ages[i]), "fold": int(fold_of[i]),
+                  **{name: float(p[i]) for name, p in preds.items()}} for i, s in enumerate(subjects)]
+        report.write_csv(table, run_dir / "predictions.csv")
+        report.write_csv(summary, run_dir / "table.csv")
+        report.write_csv(comparisons, run_dir / "comparisons.csv")
+        report.write_csv(fold_rows, run_dir / "per_fold.csv")
+        (run_dir / "table.md").write_text(report.brain_age_markdown(out, synthetic=cfg.synthetic), encoding="utf-8")
+        write_json(out, run_dir / "metrics.json")
+        try:
+            raw = {k: v for k, v in preds.items() if not k.endswith(CORRECTED)}
+            label = "SYNTHETIC data: " if cfg.synthetic else ""
+            report.plot_brain_age(ages, raw, run_dir / "pred_vs_true.png", kind="pred", title=f"{label}{protocol}")
+            report.plot_brain_age(ages, raw, run_dir / "residual_vs_age.png", kind="residual",
+                                  title=f"{label}{protocol}")
+        except ImportError:
+            log.warning("matplotlib is not installed (pip install age2hie-hub[train]); tables written, plots skipped")
+    D.barrier()
+    cnn = next(r for r in summary if r["method"] == CNN)
+    log.info("cv: %s MAE %.2f [%.2f, %.2f], r %.3f", CNN, cnn["mae_mean"], cnn["mae_ci_low"], cnn["mae_ci_high"],
+             cnn["pearson_r_mean"])
+    return out
+
+
+def _fold_seed(seed: int, fold: int) -> int:
+    from age2hie_hub.train.data import hash_seed
+
+    return hash_seed(seed, fold, 31)
+
+
+def _bias_record(line: dict[str, float], folds: int) -> dict[str, Any]:
+    return {
+        "method": "linear (de Lange & Cole 2020): corrected = predicted + age - (a + b * age)",
+        "a": line["a"], "b": line["b"], "n": line["n"],
+        "fitted_on": f"out-of-fold predictions of the {folds}-fold cross-validation of this recipe",
+        "needs_chronological_age": True,
+        "note": "population-level correction for group analyses; the raw prediction is the model's brain age",
+    }
+
+
+def _cv_checkpoint_metrics(out: dict[str, Any], ages: np.ndarray, pred: np.ndarray, folds: int) -> dict[str, Any]:
+    """What the final checkpoint records about its cross-validation: the table in brief, the bias line and the
+    out-of-fold (age, residual) pairs (residual = predicted - age) for later prediction intervals."""
+    brief = {}
+    for row in out["summary"]:
+        brief[row["method"]] = {k: {"value": row[f"{k}_mean"], "sd_over_folds": row[f"{k}_sd"],
+                                    "ci95": [row[f"{k}_ci_low"], row[f"{k}_ci_high"]]} for k in REGRESSION_KEYS}
+    return {
+        "cv": {"folds": folds, "n": int(ages.size), "protocol": f"{folds}-fold CV", "methods": brief,
+               "ci": "95 % percentile bootstrap over subjects; sd over folds"},
+        "age_bias_correction": out["age_bias_correction"],
+        "cv_residuals": {"columns": ["age", "residual"], "residual": "predicted - age, out of fold, raw",
+                         "pairs": [[round(float(a), 2), round(float(p - a), 3)] for a, p in zip(ages, pred, strict=True)]},
+    }

@@ -14,7 +14,8 @@ import numpy as np
 __all__ = [
     "accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "f1", "brier", "ece",
     "mae", "pearson_r", "bias", "binary_metrics", "regression_metrics", "multiclass_metrics",
-    "bootstrap_ci", "paired_bootstrap", "sign_flip_test", "summarize",
+    "bootstrap_ci", "paired_bootstrap", "sign_flip_test", "summarize", "regression_summary",
+    "fit_age_bias", "correct_age_bias",
 ]
 
 
@@ -225,3 +226,40 @@ def summarize(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dic
     _, lo, hi = bootstrap_ci(np.mean, v, n_boot=n_boot, seed=seed)
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
             "ci_low": lo, "ci_high": hi, "n": int(v.size)}
+
+
+def regression_summary(y: Any, yhat: Any, n_boot: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """MAE, Pearson r and bias of pooled predictions, each with a 95 % percentile bootstrap CI over cases
+    (cases resampled together, one set of resamples for all three)."""
+    y, yhat = _regression(y, yhat)
+    out = {}
+    for name, fn in REGRESSION_METRICS.items():
+        point, lo, hi = bootstrap_ci(fn, y, yhat, n_boot=n_boot, seed=seed)
+        out[name] = {"value": point, "ci_low": lo, "ci_high": hi, "n": int(y.size)}
+    return out
+
+
+def fit_age_bias(age: Any, predicted: Any) -> dict[str, float]:
+    """Least-squares line ``predicted = a + b * age`` (the regression-to-the-mean of a brain-age model).
+
+    b < 1 means old brains are under-estimated and young ones over-estimated. Fit it on predictions the model
+    did not train on (out-of-fold predictions), never on the cases it will correct.
+    """
+    age, predicted = _regression(age, predicted)
+    if age.size < 2 or np.std(age) == 0:
+        raise ValueError("the age-bias line needs at least two different ages")
+    b, a = np.polyfit(age, predicted, 1)
+    return {"a": float(a), "b": float(b), "n": int(age.size)}
+
+
+def correct_age_bias(predicted: Any, age: Any, a: float, b: float) -> np.ndarray:
+    """Corrected brain age ``predicted + age - (a + b * age)`` (de Lange & Cole 2020; Cole 2019).
+
+    It needs each person's chronological age: it removes the part of the brain-age gap that the line
+    ``a + b * age`` expects at that age, so the corrected gap is uncorrelated with age in the fitting
+    population. It is a population-level correction for group analyses: errors of corrected predictions are
+    not a measure of accuracy (a model that always predicts the mean is "corrected" to the true age).
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    age = np.asarray(age, dtype=np.float64)
+    return predicted + age - (a + b * age)

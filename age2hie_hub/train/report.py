@@ -139,3 +139,66 @@ def plot_learning_curve(table: Sequence[dict[str, Any]], path: Path, title: str 
     if title:
         ax.set_title(title, fontsize=9)
     _save_figure(plt, fig, path)
+
+
+def brain_age_markdown(out: dict[str, Any], synthetic: bool = False) -> str:
+    """The brain-age cross-validation as Markdown: network vs baselines, raw and age-bias corrected."""
+    label = "SYNTHETIC data: " if synthetic else ""
+    summary = out["summary"]
+    protocol = summary[0]["protocol"] if summary else ""
+    lines = [f"## {label}brain age, {protocol} ({out['n_cases']} subjects, every one tested once)", "",
+             "Pooled out-of-fold predictions: value [95 % bootstrap CI over subjects]; sd of the per-fold value "
+             "in the last columns. Bias = mean(predicted - age).", "",
+             "| method | MAE | Pearson r | bias | MAE sd over folds | r sd over folds |", "|---|---|---|---|---|---|"]
+    for r in summary:
+        lines.append(f"| {r['method']} | {r['mae_text']} | {r['pearson_r_text']} | {r['bias_text']} | "
+                     f"{r['mae_sd']:.3f} | {r['pearson_r_sd']:.3f} |")
+    lines.append("")
+    if out["comparisons"]:
+        lines += ["**Paired comparison** (same subjects, same folds; difference of absolute errors = method - reference)",
+                  "", "| method - reference | pairs | mean difference in MAE [95 % CI] | p (sign-flip) |",
+                  "|---|---|---|---|"]
+        for c in out["comparisons"]:
+            lines.append(f"| {c['method']} - {c['reference']} | {c['n_pairs']} | {c['mean_diff']:+.3f} "
+                         f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['p_sign_flip']:.3g} |")
+        lines.append("")
+    if out.get("bias_lines"):
+        final = out["age_bias_correction"]
+        lines += ["**Age-bias correction.** For the test subjects of fold f, the line predicted = a + b * age is fitted "
+                  "on the out-of-fold predictions of the other folds only, and corrected = predicted + age - "
+                  "(a + b * age). It uses each subject's chronological age, so the corrected rows are a "
+                  "population-level correction for group analyses, not an accuracy: the mean predictor becomes "
+                  "(almost) exact once corrected. "
+                  f"Line on all out-of-fold network predictions (recorded in the final checkpoint): "
+                  f"a = {final['a']:.3f}, b = {final['b']:.3f}.", ""]
+    choices = out.get("baseline_choices", {}).get("ridge_dlmuse")
+    if choices:
+        lines += ["Ridge penalty chosen by inner CV per fold: " + ", ".join(f"{c['alpha']:.3g}" for c in choices), ""]
+    lines.append("Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in out["timings"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def plot_brain_age(ages: np.ndarray, preds: dict[str, np.ndarray], path: Path, kind: str = "pred",
+                   title: str = "") -> None:
+    """One panel per method: predicted vs true age (identity and fitted line), or residual (predicted - age) vs age."""
+    plt = _pyplot()
+    names = list(preds)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.3), sharex=True, sharey=True, squeeze=False)
+    lo, hi = float(np.min(ages)), float(np.max(ages))
+    grid = np.array([lo, hi])
+    for ax, name in zip(axes[0], names, strict=True):
+        p = np.asarray(preds[name], dtype=np.float64)
+        y = p if kind == "pred" else p - ages
+        ax.scatter(ages, y, s=9, alpha=0.7)
+        b, a = np.polyfit(ages, y, 1) if np.std(y) > 0 else (0.0, float(np.mean(y)))
+        ax.plot(grid, a + b * grid, color="C3", lw=1.2, label=f"fit: {a:.1f} + {b:.2f} x age")
+        ax.plot(grid, grid if kind == "pred" else 0 * grid, color="k", lw=0.8, ls="--",
+                label="identity" if kind == "pred" else "zero")
+        mae = float(np.mean(np.abs(p - ages)))
+        ax.set_title(f"{name} (MAE {mae:.1f})", fontsize=9)
+        ax.set_xlabel("chronological age")
+        ax.legend(frameon=False, fontsize=7, loc="upper left")
+    axes[0][0].set_ylabel("predicted age" if kind == "pred" else "predicted - age")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save_figure(plt, fig, path)

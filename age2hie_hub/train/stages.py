@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from age2hie_hub._atomic import write_text_atomic
-from age2hie_hub.hub import CheckpointConfig, load_checkpoint, save_pretrained
+from age2hie_hub.hub import CheckpointConfig, save_pretrained
 from age2hie_hub.models import (
     Age2HieNet,
     ModelConfig,
@@ -36,12 +36,13 @@ from age2hie_hub.train.data import ArrayDataset, hash_seed
 from age2hie_hub.train.loop import FitResult, LoopConfig, fit, predict
 from age2hie_hub.train.manifest import Cohort, read_cohort
 from age2hie_hub.train.objective import Objective
+from age2hie_hub.train.parent import ParentCheckpoint, resolve_parent, target_preprocess
 from age2hie_hub.train.splits import stratified_holdout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["pretrain", "transfer", "finetune", "fit_split", "SplitResult", "cached_arrays", "init_model",
-           "write_json"]
+__all__ = ["pretrain", "transfer", "finetune", "fit_split", "SplitResult", "cached_arrays", "init_model", "parent_of",
+           "write_json", "train_brain_age", "predict_ages"]
 
 
 @dataclass
@@ -51,6 +52,7 @@ class SplitResult:
     y_pred: np.ndarray  # P(class 1), (N, K) probabilities, or predicted values
     metrics: dict[str, float]
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # stage -> epochs
+    provenance: dict[str, Any] = field(default_factory=dict)  # where the starting weights came from (init_model)
 
 
 def write_json(data: Any, path: Path) -> None:
@@ -81,31 +83,23 @@ def cached_arrays(cohort: Cohort, preprocess: PreprocessConfig, cache_dir: str |
     return files
 
 
-def _parent_of(weights: str) -> tuple[Age2HieNet, str]:
-    """A hub checkpoint from a folder or a name; returns (model, what to record as parent)."""
-    if Path(weights).expanduser().is_dir():
-        return load_checkpoint(Path(weights).expanduser()), str(Path(weights).expanduser().resolve())
-    from age2hie_hub.hub import from_pretrained
-
-    model = from_pretrained(weights)
-    src = model.checkpoint_source
-    return model, getattr(src, "repo_id", None) or weights
-
-
 def init_model(method: MethodConfig, head: str, head_args: dict[str, Any], in_channels: int,
-               seed: int) -> tuple[Age2HieNet, dict[str, Any]]:
-    """The starting network of a method, with a fresh target head; plus provenance (parent, weights)."""
+               seed: int, parent: ParentCheckpoint | None = None) -> tuple[Age2HieNet, dict[str, Any]]:
+    """The starting network of a method, with a fresh target head; plus provenance (parent, weights).
+
+    ``parent``: the method's checkpoint already resolved (``resolve_parent``); resolved here when not given.
+    """
     torch.manual_seed(hash_seed(seed, 5))  # the new head's (or scratch network's) initialisation
     if method.init == "checkpoint":
         if not method.weights:
             raise ValueError(f"method {method.name!r}: init 'checkpoint' needs weights (a checkpoint folder or name)")
-        parent, parent_id = _parent_of(method.weights)
-        if parent.in_channels != in_channels:
-            raise ValueError(f"method {method.name!r}: the parent checkpoint takes {parent.in_channels} channel(s), "
-                             f"the target data has {in_channels}; use as many input channels as the parent")
-        model = replace_head(parent, head, head_args)
+        parent = parent if parent is not None else resolve_parent(method.weights)
+        if parent.model.in_channels != in_channels:
+            raise ValueError(f"method {method.name!r}: the parent checkpoint takes {parent.model.in_channels} "
+                             f"channel(s), the target data has {in_channels}; use as many input channels as the parent")
+        model = replace_head(parent.model, head, head_args)  # copies the parent's body: the parent stays as loaded
         model.train()
-        return model, {"parent": parent_id, "parent_task": parent.checkpoint_config.task}
+        return model, dict(parent.provenance)
     if not method.model:
         raise ValueError(f"method {method.name!r}: init {method.init!r} needs 'model' (arch, arch_args)")
     mc = ModelConfig.from_dict({**method.model, "head": head, "head_args": head_args})
@@ -128,15 +122,18 @@ def _loop_for(stage: str, cfg: TransferConfig) -> LoopConfig:
 
 def fit_split(method: MethodConfig, cohort: Cohort, files: list[Path], train_pos: np.ndarray, test_pos: np.ndarray,
               cfg: TransferConfig, *, seed: int, run_dir: Path | None = None, head_args: dict[str, Any] | None = None,
-              progress: bool = False) -> SplitResult:
-    """Train ``method`` on ``train_pos`` (minus a stratified validation part) and predict ``test_pos``."""
+              progress: bool = False, parent: ParentCheckpoint | None = None) -> SplitResult:
+    """Train ``method`` on ``train_pos`` (minus a stratified validation part) and predict ``test_pos``.
+
+    ``parent``: a checkpoint method's parent, resolved once by the caller for all its splits.
+    """
     y = cohort.labels
     strata = cohort.strata
     fit_pos, val_pos = stratified_holdout(strata[train_pos], cfg.val_fraction, seed) if cfg.val_fraction > 0 else (
         np.arange(train_pos.size), np.array([], dtype=np.int64))
     fit_pos, val_pos = train_pos[fit_pos], train_pos[val_pos]
     head_args = head_args if head_args is not None else _target_head_args(cfg.head, cohort)
-    model, prov = init_model(method, cfg.head, head_args, cohort.n_channels, seed)
+    model, prov = init_model(method, cfg.head, head_args, cohort.n_channels, seed, parent=parent)
     objective = Objective.for_head(cfg.head, y[fit_pos], n_classes=max(2, len(cohort.classes)),
                                    class_weighted=cfg.class_weighted)
     train_set = ArrayDataset([files[i] for i in fit_pos], y[fit_pos], cfg.augment, seed=seed, in_memory=True)
@@ -149,13 +146,12 @@ def fit_split(method: MethodConfig, cohort: Cohort, files: list[Path], train_pos
         res: FitResult = fit(model, objective, train_set, val_set, loop, run_dir / stage if run_dir else None,
                              seed=hash_seed(seed, len(history)), resume=cfg.resume, desc=f"{method.name}:{stage}")
         history[stage] = res.history
-    model.training_provenance = prov  # picked up by the caller when it saves a checkpoint
     if test_pos.size == 0:  # trained on every case (transfer with val_fraction 0): nothing to score
-        return SplitResult(model.cpu(), y[test_pos], np.empty(0), {}, history)
+        return SplitResult(model.cpu(), y[test_pos], np.empty(0), {}, history, prov)
     test_set = ArrayDataset([files[i] for i in test_pos], y[test_pos], in_memory=True)
     _, pred = predict(model, objective, test_set, batch_size=cfg.finetune.batch_size,
                       device=next(model.parameters()).device)
-    return SplitResult(model.cpu(), y[test_pos], pred, objective.metrics(y[test_pos], pred), history)
+    return SplitResult(model.cpu(), y[test_pos], pred, objective.metrics(y[test_pos], pred), history, prov)
 
 
 def _target_head_args(head: str, cohort: Cohort) -> dict[str, Any]:
@@ -182,8 +178,65 @@ def _checkpoint_config(model: Age2HieNet, preprocess: PreprocessConfig, *, task:
 
 # ---- brain-age pretraining --------------------------------------------------------------------------------
 
+def _brain_age_head(cfg: PretrainConfig, ages: np.ndarray, train_ages: np.ndarray) -> dict[str, Any]:
+    """The model config of a brain-age network whose head is set from the training ages."""
+    mc = dict(cfg.model)
+    head = mc.get("head", "age_regression")
+    if head not in ("age_regression", "age_softbin"):
+        raise ValueError(f"pretrain: model.head must be age_regression or age_softbin, got {head!r}")
+    lo, hi = float(ages.min()), float(ages.max())
+    if head == "age_regression":
+        auto = {"unit": cfg.age_unit, "offset": float(train_ages.mean()), "scale": float(max(train_ages.std(), 1e-3))}
+    else:
+        margin = 0.05 * (hi - lo) + cfg.softbin_sigma
+        auto = {"unit": cfg.age_unit, "bins": cfg.softbin_bins, "age_range": [lo - margin, hi + margin]}
+    mc["head_args"] = {**auto, **mc.get("head_args", {})}
+    return mc
+
+
+def train_brain_age(cfg: PretrainConfig, cohort: Cohort, files: list[Path], train_pos: np.ndarray, *,
+                    state_dir: Path | None, desc: str = "pretrain") -> tuple[Age2HieNet, Objective, FitResult, np.ndarray]:
+    """Train one brain-age network on ``train_pos`` (minus a stratified ``val_fraction`` for early stopping).
+
+    The one recipe that both the cross-validation folds and the final model run. Returns the model, its
+    objective, the fit history and the positions it trained on.
+    """
+    ages = cohort.labels
+    if cfg.val_fraction > 0:
+        fit_rel, val_rel = stratified_holdout(cohort.strata[train_pos], cfg.val_fraction, hash_seed(cfg.seed, 1))
+    else:
+        fit_rel, val_rel = np.arange(train_pos.size), np.array([], dtype=np.int64)
+    fit_pos, val_pos = train_pos[fit_rel], train_pos[val_rel]
+    mc = _brain_age_head(cfg, ages, ages[fit_pos])
+    mc["arch_args"] = {**mc.get("arch_args", {}), "in_channels": cohort.n_channels}
+    torch.manual_seed(hash_seed(cfg.seed, 5))
+    model = build_model(ModelConfig.from_dict(mc))
+    objective = Objective(mc.get("head", "age_regression"), softbin_sigma=cfg.softbin_sigma)
+    train_set = ArrayDataset([files[i] for i in fit_pos], ages[fit_pos], cfg.augment, seed=cfg.seed)
+    val_set = ArrayDataset([files[i] for i in val_pos], ages[val_pos]) if val_pos.size else None
+    if val_set is None and cfg.loop.patience > 0:
+        log.warning("%s: val_fraction is 0, so patience %d has nothing to watch; all %d epochs run", desc,
+                    cfg.loop.patience, cfg.loop.epochs)
+    res = fit(model, objective, train_set, val_set, cfg.loop, state_dir, seed=cfg.seed, resume=cfg.resume, desc=desc)
+    return model, objective, res, fit_pos
+
+
+def predict_ages(model: Age2HieNet, objective: Objective, files: list[Path], ages: np.ndarray, positions: np.ndarray,
+                 batch_size: int) -> np.ndarray:
+    """The model's brain age for the cases at ``positions`` (eval mode, no augmentation)."""
+    test_set = ArrayDataset([files[i] for i in positions], ages[positions])
+    _, pred = predict(model, objective, test_set, batch_size=batch_size, device=next(model.parameters()).device)
+    return np.asarray(pred, dtype=np.float64)
+
+
 def pretrain(cfg: PretrainConfig, cohort: Cohort | None = None) -> dict[str, Any]:
-    """Train a brain-age model; report held-out MAE against predicting the training mean; save a checkpoint."""
+    """Train a brain-age model and save a checkpoint.
+
+    With ``cfg.cv``: cross-validate the recipe first (``run_dir/cv``: tables, plots, per-subject predictions,
+    baselines on the same folds) and record the estimate, the age-bias line and the out-of-fold residuals in
+    the checkpoint. ``test_fraction > 0``: also hold out a stratified test split and report its MAE against
+    predicting the training mean; ``test_fraction: 0``: train on every case (the final model after a CV).
+    """
     # Age is continuous whatever a small cohort's distinct-value count suggests.
     cohort = cohort if cohort is not None else read_cohort({"task": "regression", **cfg.data})
     if cohort.task != "regression":
@@ -194,52 +247,56 @@ def pretrain(cfg: PretrainConfig, cohort: Cohort | None = None) -> dict[str, Any
     files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype, workers=cfg.preprocess_workers,
                           progress=cfg.loop.progress)
     ages = cohort.labels
-    keep, test = stratified_holdout(cohort.strata, cfg.test_fraction, cfg.seed)
-    fit_rel, val_rel = stratified_holdout(cohort.strata[keep], cfg.val_fraction, hash_seed(cfg.seed, 1))
-    fit_pos, val_pos = keep[fit_rel], keep[val_rel]
+    cv_out = None
+    if cfg.cv is not None:
+        from age2hie_hub.train.evaluate import cross_validate_brain_age
 
-    mc = dict(cfg.model)
-    head = mc.get("head", "age_regression")
-    if head not in ("age_regression", "age_softbin"):
-        raise ValueError(f"pretrain: model.head must be age_regression or age_softbin, got {head!r}")
-    lo, hi = float(ages.min()), float(ages.max())
-    if head == "age_regression":
-        auto = {"unit": cfg.age_unit, "offset": float(ages[fit_pos].mean()), "scale": float(max(ages[fit_pos].std(), 1e-3))}
+        cv_out = cross_validate_brain_age(cfg, cohort, files, run_dir / "cv")
+    if cfg.test_fraction > 0:
+        keep, test = stratified_holdout(cohort.strata, cfg.test_fraction, cfg.seed)
     else:
-        margin = 0.05 * (hi - lo) + cfg.softbin_sigma
-        auto = {"unit": cfg.age_unit, "bins": cfg.softbin_bins, "age_range": [lo - margin, hi + margin]}
-    mc["head_args"] = {**auto, **mc.get("head_args", {})}
-    mc["arch_args"] = {**mc.get("arch_args", {}), "in_channels": cohort.n_channels}
-    torch.manual_seed(hash_seed(cfg.seed, 5))
-    model = build_model(ModelConfig.from_dict(mc))
-    objective = Objective(head, softbin_sigma=cfg.softbin_sigma)
-    train_set = ArrayDataset([files[i] for i in fit_pos], ages[fit_pos], cfg.augment, seed=cfg.seed)
-    val_set = ArrayDataset([files[i] for i in val_pos], ages[val_pos])
-    res = fit(model, objective, train_set, val_set, cfg.loop, run_dir / "state", seed=cfg.seed, resume=cfg.resume,
-              desc="pretrain")
-    test_set = ArrayDataset([files[i] for i in test], ages[test])
-    _, pred = predict(model, objective, test_set, batch_size=cfg.loop.batch_size, device=next(model.parameters()).device)
-    baseline = np.full(test.size, ages[fit_pos].mean())
-    metrics = {
-        "split": "held_out_test", "n_train": int(fit_pos.size), "n_val": int(val_pos.size), "n_test": int(test.size),
-        **{f"test_{k}": v for k, v in M.regression_metrics(ages[test], pred).items()},
-        "test_mae_ci95": list(M.bootstrap_ci(M.mae, ages[test], pred, n_boot=1000, seed=cfg.seed)[1:]),
-        "baseline_predict_mean_mae": M.mae(ages[test], baseline),
-        "best_epoch": res.best_epoch, "epochs_run": len(res.history), "seconds": res.seconds,
-        "synthetic": cfg.synthetic,
-    }
+        keep, test = np.arange(len(cohort)), np.array([], dtype=np.int64)
+    model, objective, res, fit_pos = train_brain_age(cfg, cohort, files, keep, state_dir=run_dir / "state")
+    n_val = int(keep.size - fit_pos.size)
+    metrics: dict[str, Any]
+    if test.size:
+        pred = predict_ages(model, objective, files, ages, test, cfg.loop.batch_size)
+        baseline = np.full(test.size, ages[fit_pos].mean())
+        metrics = {
+            "split": "held_out_test", "n_train": int(fit_pos.size), "n_val": n_val, "n_test": int(test.size),
+            **{f"test_{k}": v for k, v in M.regression_metrics(ages[test], pred).items()},
+            "test_mae_ci95": list(M.bootstrap_ci(M.mae, ages[test], pred, n_boot=1000, seed=cfg.seed)[1:]),
+            "baseline_predict_mean_mae": M.mae(ages[test], baseline),
+        }
+    else:
+        # A score on the training cases themselves would be resubstitution: none is recorded here; the
+        # estimate of this recipe is the cross-validation (when run), recorded under "cv".
+        metrics = {"split": "none", "n_train": int(fit_pos.size), "n_val": n_val, "n_test": 0,
+                   "note": "trained on every case; no held-out score of its own"
+                           + (" (see cv: the k-fold cross-validation of this recipe)" if cv_out else "")}
+    metrics.update({"best_epoch": res.best_epoch, "epochs_run": len(res.history), "seconds": res.seconds,
+                    "synthetic": cfg.synthetic})
+    if cv_out is not None:
+        metrics.update(cv_out["checkpoint_metrics"])
     out = {"metrics": metrics, "history": res.history, "checkpoint": str(run_dir / "checkpoint")}
+    if cv_out is not None:
+        # The run's metrics.json carries the cross-validated table, so the release recipe puts it in the card.
+        out.update({k: cv_out[k] for k in ("summary", "comparisons", "n_cases", "sites")})
     if D.rank() == 0:
         ck = _checkpoint_config(model, prep, task="brain_age", labels=(), cohort=cohort, seed=cfg.seed, parent=None,
                                 metrics=metrics, synthetic=cfg.synthetic, age_unit=cfg.age_unit,
                                 extra={"stage": "pretrain_brain_age"})
-        ck = dataclasses.replace(ck, training_range={"age": [lo, hi]})
+        ck = dataclasses.replace(ck, training_range={"age": [float(ages.min()), float(ages.max())]})
         save_pretrained(model.cpu(), run_dir / "checkpoint", ck)
         write_json(out, run_dir / "metrics.json")
-        _write_predictions(run_dir / "test_predictions.csv", [cohort.subjects[i] for i in test], ages[test], pred)
+        if test.size:
+            _write_predictions(run_dir / "test_predictions.csv", [cohort.subjects[i] for i in test], ages[test], pred)
     D.barrier()
-    log.info("pretrain: test MAE %.3f %s (predict-the-mean %.3f), r=%.3f", metrics["test_mae"], cfg.age_unit,
-             metrics["baseline_predict_mean_mae"], metrics["test_pearson_r"])
+    if test.size:
+        log.info("pretrain: test MAE %.3f %s (predict-the-mean %.3f), r=%.3f", metrics["test_mae"], cfg.age_unit,
+                 metrics["baseline_predict_mean_mae"], metrics["test_pearson_r"])
+    else:
+        log.info("pretrain: trained on all %d cases (no held-out score)", len(cohort))
     return out
 
 
@@ -250,15 +307,21 @@ def _write_predictions(path: Path, subjects: list[str], y: np.ndarray, pred: np.
 
 # ---- transfer / baselines on a target cohort ---------------------------------------------------------------
 
-def _target_preprocess(cfg: TransferConfig, cohort: Cohort) -> PreprocessConfig:
-    if cfg.preprocess:
-        return PreprocessConfig.from_dict({**cfg.preprocess, "channels": cohort.n_channels})
-    if cfg.method.init == "checkpoint" and Path(cfg.method.weights).expanduser().is_dir():
-        from age2hie_hub.hub import read_config
+def parent_of(cfg: TransferConfig) -> ParentCheckpoint | None:
+    """The parent checkpoint of ``cfg.method``, resolved once (None for methods that start elsewhere)."""
+    return resolve_parent(cfg.method.weights) if cfg.method.init == "checkpoint" else None
 
-        parent = read_config(Path(cfg.method.weights).expanduser()).preprocess
-        return dataclasses.replace(parent, channels=cohort.n_channels)
-    return PreprocessConfig(channels=cohort.n_channels)
+
+def _target_preprocess(cfg: TransferConfig, cohort: Cohort, parent: ParentCheckpoint | None = None) -> PreprocessConfig:
+    """The parent's preprocessing with the keys ``cfg.preprocess`` writes replaced (``parent.target_preprocess``)."""
+    if parent is None:
+        parent = parent_of(cfg)
+    return target_preprocess(cfg.preprocess, cohort.n_channels, parent)
+
+
+def _parent_extra(prov: dict[str, Any]) -> dict[str, Any]:
+    """What a child's provenance records about its parent besides ``parent`` itself."""
+    return {k: v for k, v in prov.items() if k.startswith("parent_") and k != "parent_task"}
 
 
 def _labels(cfg: TransferConfig, cohort: Cohort) -> tuple[str, ...]:
@@ -281,7 +344,8 @@ def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any
     ``"n_test": 0``. For the paper-style cross-validated estimate use ``experiment``.
     """
     cohort = cohort if cohort is not None else read_cohort(cfg.data)
-    prep = _target_preprocess(cfg, cohort)
+    parent = parent_of(cfg)  # resolved once: the same checkpoint gives the preprocessing and the weights
+    prep = _target_preprocess(cfg, cohort, parent)
     files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype, workers=cfg.preprocess_workers,
                           progress=cfg.refine.progress)
     all_pos = np.arange(len(cohort))
@@ -293,7 +357,7 @@ def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any
     # The held-out part is never seen in training nor used for early stopping (fit_split carves its own
     # validation cases out of the training part), so its metrics are an honest, if small, test.
     res = fit_split(cfg.method, cohort, files, all_pos[fit_rel], all_pos[val_rel], cfg, seed=cfg.seed,
-                    run_dir=Path(cfg.run_dir) / "state", progress=True)
+                    run_dir=Path(cfg.run_dir) / "state", progress=True, parent=parent)
     run_dir = Path(cfg.run_dir)
     if val_rel.size:
         metrics = {"split": "held_out", **res.metrics, "n_train": int(fit_rel.size), "n_test": int(val_rel.size),
@@ -307,9 +371,9 @@ def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any
     if D.rank() == 0:
         task = "hie_outcome" if cfg.head == "outcome" else "classification"
         ck = _checkpoint_config(res.model, prep, task=task, labels=_labels(cfg, cohort), cohort=cohort, seed=cfg.seed,
-                                parent=res.model.training_provenance.get("parent"), metrics=metrics,
-                                synthetic=cfg.synthetic, extra={"stage": "+".join(cfg.method.stages),
-                                                                "method": cfg.method.name})
+                                parent=res.provenance.get("parent"), metrics=metrics, synthetic=cfg.synthetic,
+                                extra={"stage": "+".join(cfg.method.stages), "method": cfg.method.name,
+                                       **_parent_extra(res.provenance)})
         save_pretrained(res.model, run_dir / "checkpoint", ck)
         write_json(out, run_dir / "metrics.json")
     D.barrier()
