@@ -12,6 +12,13 @@ Every file is stored as a regular git blob: preupload answers `"regular"` for fi
 Private repos and all writes need `Authorization: Bearer <token>` with a token from `tokens`; any other
 token is treated as no token.
 
+Fault modes for download tests (all off by default): `faults[path]` is a queue of what the next GETs of that
+file do: "close" sends the full Content-Length, half the body, then closes the connection (the client sees the
+connection drop mid-file); "truncate" sends the first half as if it were the whole file (a short
+Content-Length). `tamper[path]` is served on GET in place of the stored bytes while the tree, ETag and HEAD
+still describe the stored file (a corrupting mirror or proxy). Files whose names end in `lfs_suffixes` are
+advertised as LFS files (tree `lfs.oid` = SHA-256, ETag = SHA-256), as the Hub does for weights.
+
     with HubServer() as hub:
         HfApi(endpoint=hub.endpoint, token=hub.token).create_repo("org/name")
 """
@@ -88,6 +95,9 @@ class HubServer:
         self.max_regular_bytes = max_regular_bytes
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) log, for tests that count calls
+        self.faults: dict[str, list[str]] = {}  # file path -> "close" / "truncate" for its next GETs
+        self.tamper: dict[str, bytes] = {}  # file path -> bytes served on GET instead of the stored ones
+        self.lfs_suffixes: tuple[str, ...] = ()  # files advertised as LFS (sha256 oid and ETag)
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -153,7 +163,7 @@ class HubServer:
                     return self._create_branch(repo, rest[1], json.loads(body or b"{}"))
             if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
                 repo = self._repo(parts[0] + "/" + parts[1], token)
-                return self._resolve(repo, parts[3], "/".join(parts[4:]), headers)
+                return self._resolve(repo, parts[3], "/".join(parts[4:]), headers, method)
             raise HubError(404, f"{method} /{'/'.join(parts)} is not implemented by the test Hub server")
 
     def _token(self, headers: Any) -> str | None:
@@ -242,7 +252,10 @@ class HubServer:
                 if recursive or depth == 1:
                     folders.add(base + "/".join(rel[:depth]))
             if recursive or len(rel) == 1:
-                files.append({"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": path})
+                entry = {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": path}
+                if path.endswith(self.lfs_suffixes) and self.lfs_suffixes:
+                    entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                files.append(entry)
         if base and not files and not folders:
             raise HubError(404, f"{prefix} does not exist at {revision}", "EntryNotFound")
         tree_oid = hashlib.sha1(b"tree").hexdigest()
@@ -312,14 +325,22 @@ class HubServer:
             "pullRequestUrl": pr_url,
         }, {}
 
-    def _resolve(self, repo: Repo, revision: str, path: str, headers: Any):
+    def _resolve(self, repo: Repo, revision: str, path: str, headers: Any, method: str = "GET"):
         c = self._commit_or_404(repo, revision)
         if path not in c.files:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", commit=c.oid)
         data = c.files[path]
+        lfs = bool(self.lfs_suffixes) and path.endswith(self.lfs_suffixes)
+        etag = hashlib.sha256(data).hexdigest() if lfs else git_blob_sha1(data)
+        fault = None
+        if method == "GET":
+            if path in self.tamper:
+                data = self.tamper[path]
+            if self.faults.get(path):
+                fault = self.faults[path].pop(0)
         extra = {
             "X-Repo-Commit": c.oid,
-            "ETag": f'"{git_blob_sha1(data)}"',
+            "ETag": f'"{etag}"',
             "Content-Type": "application/octet-stream",
             "Accept-Ranges": "bytes",
         }
@@ -333,7 +354,19 @@ class HubServer:
                 raise HubError(416, f"range {rng} is outside {path} ({len(data)} bytes)")
             extra["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
             data, status = data[start:end + 1], 206
+        if fault == "truncate":
+            return status, data[: len(data) // 2], extra
+        if fault == "close":
+            return status, _CutBody(data, len(data) // 2), extra
         return status, data, extra
+
+
+@dataclass
+class _CutBody:
+    """A body announced in full (Content-Length) of which only `send` bytes are written before the connection closes."""
+
+    data: bytes
+    send: int
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -358,6 +391,9 @@ class _Handler(BaseHTTPRequestHandler):
                 extra["X-Error-Code"] = err.code
             if err.commit:
                 extra["X-Repo-Commit"] = err.commit
+        cut = payload if isinstance(payload, _CutBody) else None
+        if cut is not None:
+            payload = cut.data
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         if not isinstance(payload, bytes):
@@ -366,6 +402,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value.encode("ascii", "replace").decode())  # headers must be latin-1
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if cut is not None and method != "HEAD":
+            self.wfile.write(data[: cut.send])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if method != "HEAD":
             self.wfile.write(data)
 

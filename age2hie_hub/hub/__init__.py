@@ -11,6 +11,7 @@ from age2hie_hub.hub.checkpoint import (
     save_pretrained,
 )
 from age2hie_hub.hub.config import CheckpointConfig
+from age2hie_hub.hub.download import DownloadedFile, DownloadedRelease, download, fetch_release
 from age2hie_hub.hub.push import push_to_hub
 from age2hie_hub.hub.resolve import (
     ALIASES,
@@ -28,7 +29,11 @@ __all__ = [
     "WEIGHTS_NAME",
     "CheckpointConfig",
     "CheckpointSource",
+    "DownloadedFile",
+    "DownloadedRelease",
     "PretrainedInfo",
+    "download",
+    "fetch_release",
     "from_pretrained",
     "list_pretrained",
     "load_checkpoint",
