@@ -171,10 +171,16 @@ def _predict(predictor: Any, args: argparse.Namespace) -> int:
     for i, s in enumerate(sources):
         if s.error is not None:
             rows[i] = _emit_failure(s.path, s.error, args)
+    prepared: list[Any] = [None] * len(sources)  # the model inputs, kept for --report only (small: model grid)
+
+    def keep(k: int, item: Any) -> None:
+        prepared[usable[k]] = item
+
     results = predictor.iter_predictions(
         [sources[i].path for i in usable], second_channels=[sources[i].second_channel for i in usable],
         batch_size=args.batch_size, workers=args.workers,
         progress=len(usable) > 1 and not (args.quiet or args.json) and sys.stderr.isatty(),
+        on_prepared=keep if args.report else None,
     )
     for k, result in results:
         i = usable[k]
@@ -192,7 +198,7 @@ def _predict(predictor: Any, args: argparse.Namespace) -> int:
 
         index = write_report(
             predictor, [s.path for s in sources], args.report, second_channels=[s.second_channel for s in sources],
-            predictions=outcomes, progress=len(sources) > 1 and not (args.quiet or args.json) and sys.stderr.isatty(),
+            predictions=outcomes, prepared=prepared, progress=len(sources) > 1 and not (args.quiet or args.json) and sys.stderr.isatty(),
         )
         if not args.quiet:
             print(f"{PROG}: report written to {index}", file=sys.stderr)

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,8 +222,13 @@ class Predictor:
         workers: int | None = None,
         executor: str = "thread",
         progress: bool = True,
+        on_prepared: Callable[[int, PreparedInput], None] | None = None,
     ) -> Iterator[tuple[int, Prediction | Exception]]:
-        """Yield (input index, Prediction or the exception that scan raised), in completion order."""
+        """Yield (input index, Prediction or the exception that scan raised), in completion order.
+
+        `on_prepared(index, item)` is called with each scan's preprocessed input before it is predicted (the
+        visual report keeps them, to draw what the model saw without preprocessing the scan again).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if executor not in EXECUTORS:
@@ -265,6 +270,8 @@ class Predictor:
                     continue
                 stats.wait_s += time.perf_counter() - waited
                 fill()
+                if on_prepared is not None:
+                    on_prepared(index, item)
                 batch.append((index, item))
                 if not stats.startup_s and (len(batch) == batch_size or not pending):
                     stats.startup_s = time.perf_counter() - start

@@ -406,14 +406,15 @@ def _display_volume(volume: Volume) -> tuple[Volume, str]:
 
 def scan_view(
     predictor: Predictor, x: Any, second_channel: Any = None, prediction: Prediction | None = None,
-    *, saliency: bool = True, blocks: int = 8,
+    *, prepared: PreparedInput | None = None, saliency: bool = True, blocks: int = 8,
 ) -> ScanView:
-    """Read and preprocess one scan as the predictor does, predict it unless `prediction` is given, and
-    compute its occlusion saliency with the predictor's backend."""
+    """Read one scan for display; preprocess it as the predictor does unless `prepared` (the item it was
+    predicted from) is given; predict it unless `prediction` is given; compute its occlusion saliency with
+    the predictor's backend."""
     from age2hie_hub.inference.saliency import occlusion_map, score_function
 
     volume = to_volume(x, "input")
-    item: PreparedInput = predictor.prepare(volume, second_channel)
+    item = prepared if prepared is not None and prepared.affine is not None else predictor.prepare(volume, second_channel)
     if prediction is None:
         prediction = predictor._predict_prepared([item])[0]  # noqa: SLF001  (same package)
     occlusion = None
@@ -435,6 +436,7 @@ def write_report(
     *,
     second_channels: Sequence[Any] | None = None,
     predictions: Sequence[Prediction | BaseException | str | None] | None = None,
+    prepared: Sequence[PreparedInput | None] | None = None,
     saliency: bool = True,
     blocks: int = 8,
     progress: bool = False,
@@ -443,7 +445,9 @@ def write_report(
 
     `predictions` (one per input, e.g. from `Predictor.predict_many(..., errors="return")`) are shown as given;
     an exception or message in their place is listed as that scan's error; None (or no `predictions`)
-    predicts the scan here. A scan whose report cannot be drawn is listed with the reason; the index is
+    predicts the scan here. `prepared` (one per input or None, e.g. collected with `iter_predictions`'s
+    `on_prepared`) are the model inputs the predictions were made from; without them each scan is
+    preprocessed again. A scan whose report cannot be drawn is listed with the reason; the index is
     written last, and every file through a temporary name and a rename.
     """
     require_matplotlib()
@@ -451,13 +455,14 @@ def write_report(
     items = list(inputs)
     seconds = list(second_channels) if second_channels is not None else [None] * len(items)
     given = list(predictions) if predictions is not None else [None] * len(items)
-    if not len(items) == len(seconds) == len(given):
-        raise ValueError(f"{len(items)} inputs, {len(seconds)} second channels and {len(given)} predictions; "
-                         "give one of each per input")
+    kept = list(prepared) if prepared is not None else [None] * len(items)
+    if not len(items) == len(seconds) == len(given) == len(kept):
+        raise ValueError(f"{len(items)} inputs, {len(seconds)} second channels, {len(given)} predictions and "
+                         f"{len(kept)} prepared inputs; give one of each per input")
     out.mkdir(parents=True, exist_ok=True)
     rows: list[ReportRow] = []
     bar = _bar(len(items), progress)
-    for i, (x, second, result) in enumerate(zip(items, seconds, given)):
+    for i, (x, second, result, item) in enumerate(zip(items, seconds, given, kept)):
         source = describe(x)
         name = Path(source).name or source
         if isinstance(result, (BaseException, str)):
@@ -465,7 +470,7 @@ def write_report(
             bar.update(1)
             continue
         try:
-            view = scan_view(predictor, x, second, result, saliency=saliency, blocks=blocks)
+            view = scan_view(predictor, x, second, result, prepared=item, saliency=saliency, blocks=blocks)
             png = _png_name(i, name)
             fig = render_figure(view)
             save_png(fig, out / png)
