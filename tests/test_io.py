@@ -187,6 +187,48 @@ def test_xa30_enhanced_dicom_diffusion_series(shared_data):
     np.testing.assert_allclose(adc.affine, vol.affine, atol=1e-4)
 
 
+def test_gzipped_dicom_series_reads_as_the_plain_one(tmp_path, shared_data, monkeypatch):
+    # PACS exports gzip each file (IM_0001.gz, *.dcm.gz); dcm2niix cannot read them, read_volume decompresses.
+    import gzip
+    import tempfile
+
+    from age2hie_hub.dwi import compute_adc
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    plain_folder = shared_data / "siemens_xa30_dwi" / "dwi"
+    files = sorted(plain_folder.glob("*.dcm"))
+    gz_folder = tmp_path / "gz"
+    gz_folder.mkdir()
+    mixed = tmp_path / "mixed" / "sub"  # some files gzipped, some not, one level down
+    mixed.mkdir(parents=True)
+    with zipfile.ZipFile(tmp_path / "export.zip", "w") as zf:
+        for i, f in enumerate(files):
+            name = f"{f.name}.gz" if i % 2 else f"IM_{i + 1:04d}.gz"  # both names PACS exports use
+            packed = gzip.compress(f.read_bytes(), compresslevel=1)
+            (gz_folder / name).write_bytes(packed)
+            zf.writestr(f"study/{name}", packed)
+            if i % 3:
+                (mixed / name).write_bytes(packed)
+            else:
+                shutil.copy(f, mixed / f.name)
+    plain = read_volume(plain_folder)
+    adc = compute_adc(plain)
+    for source in (gz_folder, tmp_path / "export.zip", tmp_path / "mixed"):
+        vol = read_volume(source)
+        assert vol.shape == plain.shape == (72, 72, 39, 21)
+        np.testing.assert_allclose(vol.affine, plain.affine, rtol=0, atol=1e-6)
+        assert vol.metadata["bvals"] == plain.metadata["bvals"] == [0.0] + [2500.0] * 20
+        np.testing.assert_allclose(vol.metadata["bvecs"], plain.metadata["bvecs"], atol=1e-6)
+        np.testing.assert_allclose(compute_adc(vol).data, adc.data, rtol=1e-6, atol=1e-12)
+        assert list(temp.iterdir()) == []  # the temporary folder is gone
+    assert all(p.name.endswith(".gz") for p in gz_folder.iterdir())  # the user's folder is left as it was
+    # one gzipped file alone reads as the plain file (a 3D volume)
+    single = read_volume(gz_folder / "IM_0001.gz")
+    np.testing.assert_array_equal(single.data, read_volume(files[0]).data)
+
+
 def test_several_series_pick_most_volumes(tmp_path, shared_data):
     src = shared_data / "siemens_xa30_dwi"
     for sub in ("dwi", "scanner_adc"):

@@ -164,6 +164,18 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     corpus["empty_zip"] = (tmp / "empty.zip", "zip archive is empty|no DICOM")
     (tmp / "fake.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\x00" * 20)
     corpus["corrupt_dicom_file"] = (tmp / "fake.dcm", "no DICOM|dcm2niix")
+    # gzipped DICOM (PACS exports): a bad .gz in a folder is named, not just "no DICOM found"
+    (tmp / "gz_corrupt").mkdir()
+    (tmp / "gz_corrupt" / "IM_0002.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 60)
+    corpus["corrupt_gz_in_folder"] = (tmp / "gz_corrupt", r"gz_corrupt/IM_0002\.gz: not a valid gzip file")
+    (tmp / "gz_truncated").mkdir()
+    noise = np.random.default_rng(0).bytes(4000)  # incompressible, so cutting the .gz short really truncates it
+    (tmp / "gz_truncated" / "IM_0001.dcm.gz").write_bytes(gzip.compress(b"\x00" * 128 + b"DICM" + noise)[:2000])
+    corpus["truncated_gz_in_folder"] = (tmp / "gz_truncated", r"IM_0001\.dcm\.gz: gzip file is truncated")
+    (tmp / "not_gzip.dcm.gz").write_bytes(b"\x00" * 128 + b"DICM" + b"\x00" * 20)
+    corpus["single_dcm_gz_not_gzip"] = (tmp / "not_gzip.dcm.gz", r"not_gzip\.dcm\.gz: not a valid gzip file")
+    (tmp / "IM_0003.gz").write_bytes(gzip.compress(b"hello, not a DICOM file"))
+    corpus["gz_without_dicom"] = (tmp / "IM_0003.gz", r"IM_0003\.gz: unknown image format \(gzip-compressed\)")
 
     dwi = save_qform_nifti(tmp / "dwi.nii.gz", cube((4, 4, 4, 3)))
     (tmp / "dwi.bval").write_text("0 1000\n")
@@ -181,7 +193,8 @@ CASES = [
     "zero_pixdim_with_sform", "negative_pixdim_with_sform", "nan_pixdim_with_sform", "inf_pixdim_gz",
     "zero_pixdim_nifti2", "singular_sform", "nan_sform", "negative_spacing_mha", "singular_direction_mha",
     "singular_directions_nrrd", "zero_direction_nrrd", "huge_nifti", "huge_mha", "empty_dicom_folder",
-    "folder_without_dicom", "corrupt_zip", "empty_zip", "corrupt_dicom_file", "bval_count_mismatch",
+    "folder_without_dicom", "corrupt_zip", "empty_zip", "corrupt_dicom_file", "corrupt_gz_in_folder",
+    "truncated_gz_in_folder", "single_dcm_gz_not_gzip", "gz_without_dicom", "bval_count_mismatch",
     "bval_unparsable",
 ]
 
@@ -302,3 +315,35 @@ def test_dicom_with_zero_pixel_spacing_names_the_dicom_file(tmp_path):
     message = str(info.value)
     assert message.startswith(f"{tmp_path / 'zero.dcm'}: series ") and "has zero or negative" in message
     assert "age2hie-dicom-" not in message and "\n" not in message
+
+
+def test_gzip_bombs_are_stopped_at_the_input_limit_and_named(tmp_path, monkeypatch):
+    # 4 MiB of zeros gzip to ~4 KiB; with max_bytes 1 MiB an input may expand to 2 MiB (as a zip's content may).
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    bomb = gzip.compress(b"\x00" * (4 << 20))
+    small = gzip.compress(b"\x00" * (1 << 20))
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "IM_0001.gz").write_bytes(small)  # 1 MiB: within the limit on its own
+    (tmp_path / "series" / "IM_0002.gz").write_bytes(small)  # the second MiB ...
+    (tmp_path / "series" / "IM_0003.gz").write_bytes(small)  # ... and this one crosses 2 MiB in total
+    (tmp_path / "one.dcm.gz").write_bytes(bomb)
+    with zipfile.ZipFile(tmp_path / "export.zip", "w") as zf:
+        zf.writestr("study/IM_0001.gz", bomb)
+    cases = {
+        tmp_path / "series": r"series/IM_0003\.gz: decompressing this gzip file takes the input over 2\.0 MiB",
+        tmp_path / "one.dcm.gz": r"one\.dcm\.gz: decompressing this gzip file takes the input over 2\.0 MiB",
+        tmp_path / "export.zip": r"export\.zip: member study/IM_0001\.gz: decompressing this gzip file takes",
+    }
+    for path, pattern in cases.items():
+        with pytest.raises(VolumeReadError, match=pattern):
+            read_volume(path, max_bytes=1 << 20)
+        assert list(temp.iterdir()) == []  # the temporary folder is removed after a refusal too
+    # negative control: under a larger limit the same folder decompresses and reaches dcm2niix (not DICOM)
+    with pytest.raises(VolumeReadError, match="no DICOM"):
+        read_volume(tmp_path / "series", max_bytes=2 << 20)
+    assert list(temp.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "series").iterdir()) == ["IM_0001.gz", "IM_0002.gz", "IM_0003.gz"]

@@ -5,15 +5,22 @@ per-slice files and multi-volume diffusion series with their b-values and gradie
 DICOM ourselves: we run it into a temporary folder (``-z n -b y``) and read the NIfTI + .bval/.bvec + JSON it
 writes. When the input holds several series, the one with the most volumes wins; a tie is an error that lists
 them, so the user points at one series folder.
+
+Gzip-compressed DICOM files (``*.dcm.gz``, ``IM_0001.gz`` as some PACS exports write them), in a folder, a zip or
+alone, are decompressed into the temporary folder first (dcm2niix does not read them). Decompression counts bytes
+while streaming and stops at the same limit as a zip's content (``2 * max_bytes`` for the whole input), so a
+gzip bomb costs at most that much disk; the temporary folder is always removed.
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,8 @@ from age2hie_hub.io.nifti import raw_header, read_nifti
 log = logging.getLogger(__name__)
 
 DCM2NIIX_TIMEOUT_S = 600
+GZIP_SUFFIX = ".gz"
+_CHUNK = 1 << 20
 
 
 def dcm2niix_executable() -> str:
@@ -45,12 +54,20 @@ def dcm2niix_executable() -> str:
 
 
 def read_dicom(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    limit = 2 * max_bytes  # decompressed bytes one input may expand to (a zip's content and its gzip files)
     with tempfile.TemporaryDirectory(prefix="age2hie-dicom-") as tmp:
         tmpdir = Path(tmp)
         if path.is_dir():
-            source, single = path, False
+            source, single = _stage_gzipped_folder(path, tmpdir / "in", limit), False
         elif zipfile.is_zipfile(path):
-            source, single = _extract_zip(path, tmpdir / "in", max_bytes), False
+            source, used = _extract_zip(path, tmpdir / "in", max_bytes)
+            _gunzip_in_place(path, source, limit - used, limit)
+            single = False
+        elif path.name.lower().endswith(GZIP_SUFFIX):
+            source = tmpdir / "in" / path.name[: -len(GZIP_SUFFIX)]
+            source.parent.mkdir()
+            _gunzip(path, source, limit, limit, path)
+            single = True
         else:
             source, single = path, True
         out = tmpdir / "out"
@@ -69,7 +86,8 @@ def read_dicom(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict
     return data, affine, meta
 
 
-def _extract_zip(zpath: Path, dest: Path, max_bytes: int) -> Path:
+def _extract_zip(zpath: Path, dest: Path, max_bytes: int) -> tuple[Path, int]:
+    """Extract into ``dest``; return it and the bytes extracted."""
     try:
         with zipfile.ZipFile(zpath) as zf:
             members = [m for m in zf.infolist() if not m.is_dir()]
@@ -86,7 +104,82 @@ def _extract_zip(zpath: Path, dest: Path, max_bytes: int) -> Path:
         raise fail(zpath, f"zip archive is corrupt or truncated ({exc})") from exc
     if not members:
         raise fail(zpath, "zip archive is empty")
+    return dest, total
+
+
+def _is_gzipped(name: str) -> bool:
+    return name.lower().endswith(GZIP_SUFFIX)
+
+
+def _stage_gzipped_folder(folder: Path, dest: Path, limit: int) -> Path:
+    """``folder`` itself when it holds no ``*.gz``; else a copy in ``dest`` with every .gz decompressed.
+
+    Files that are not gzipped are linked, not copied (dcm2niix follows symbolic links), and count for nothing
+    against the limit; the user's folder is never written to.
+    """
+    listing = [(Path(root), sorted(files)) for root, _dirs, files in os.walk(folder)]
+    if not any(_is_gzipped(name) for _root, files in listing for name in files):
+        return folder
+    left = limit
+    for root, files in listing:
+        rel = root.relative_to(folder)
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            src = root / name
+            if _is_gzipped(name):
+                target = dest / rel / name[: -len(GZIP_SUFFIX)]
+                if target.name in files:  # both x and x.gz: keep both, the decompressed one under another name
+                    target = target.with_name(target.name + ".gunzipped")
+                left -= _gunzip(src, target, left, limit, src)
+            else:
+                try:
+                    (dest / rel / name).symlink_to(src.resolve())
+                except OSError:  # no symbolic links here (e.g. Windows without the privilege): copy
+                    shutil.copy2(src, dest / rel / name)
+    log.info("%s: decompressed its gzipped files (%s) into a temporary folder", folder, _size(limit - left))
     return dest
+
+
+def _gunzip_in_place(zpath: Path, folder: Path, left: int, limit: int) -> None:
+    """Decompress the ``*.gz`` files a zip held (extracted into our temporary ``folder``), ``left`` bytes at most."""
+    for gz in sorted(p for p in folder.rglob("*") if p.is_file() and _is_gzipped(p.name)):
+        target = gz.with_name(gz.name[: -len(GZIP_SUFFIX)])
+        if target.exists():
+            target = target.with_name(target.name + ".gunzipped")
+        left -= _gunzip(gz, target, left, limit, zpath, member=gz.relative_to(folder).as_posix())
+        gz.unlink()
+
+
+def _gunzip(src: Path, target: Path, left: int, limit: int, named: Path, member: str | None = None) -> int:
+    """Stream-decompress ``src`` to ``target``, stopping once more than ``left`` bytes (of ``limit``) come out.
+
+    Returns the bytes written. Errors name ``named`` (the user's file; for a zip, the zip and its ``member``).
+    """
+    what = f"member {member}: " if member else ""
+    written = 0
+    try:
+        with gzip.open(src, "rb") as fin, open(target, "wb") as fout:
+            while chunk := fin.read(max(1, min(_CHUNK, left - written + 1))):
+                written += len(chunk)
+                if written > left:
+                    raise fail(named, f"{what}decompressing this gzip file takes the input over {_size(limit)}, the "
+                                      "limit for one input (twice max_bytes); decompress it yourself or pass a "
+                                      "larger max_bytes")
+                fout.write(chunk)
+    except EOFError as exc:
+        raise fail(named, f"{what}gzip file is truncated ({exc})") from exc
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise fail(named, f"{what}not a valid gzip file ({exc})") from exc
+    except OSError as exc:
+        raise fail(named, f"{what}cannot be decompressed ({exc.strerror or exc})") from exc
+    return written
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _run_dcm2niix(path: Path, source: Path, out: Path, single: bool) -> None:

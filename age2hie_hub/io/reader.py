@@ -1,7 +1,9 @@
 """``read_volume``: one entry point for NIfTI, MetaImage, NRRD and DICOM, with the checks in ``checks.py``."""
 from __future__ import annotations
 
+import gzip
 import logging
+import zlib
 from os import PathLike
 from pathlib import Path
 
@@ -13,11 +15,13 @@ log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 DICOM_SUFFIXES = (".dcm", ".ima", ".zip")
-SUPPORTED = ", ".join(NIFTI_SUFFIXES + ITK_SUFFIXES) + ", a DICOM folder, a .zip of one, or a .dcm file"
+DICOM_GZ_SUFFIXES = (".dcm.gz", ".ima.gz")  # single gzipped DICOM files; other *.gz are looked into
+SUPPORTED = (", ".join(NIFTI_SUFFIXES + ITK_SUFFIXES)
+             + ", a DICOM folder, a .zip of one, or a .dcm file (DICOM files may be gzipped: .dcm.gz, IM_0001.gz)")
 
 
 def detect_format(path: Path) -> str:
-    """'nifti', 'itk' or 'dicom' from the name (and, for extension-less files, the DICOM preamble)."""
+    """'nifti', 'itk' or 'dicom' from the name (else from the DICOM preamble, inside the gzip for ``*.gz``)."""
     name = path.name.lower()
     if path.is_dir():
         return "dicom"
@@ -25,16 +29,20 @@ def detect_format(path: Path) -> str:
         return "nifti"
     if name.endswith(ITK_SUFFIXES):
         return "itk"
-    if name.endswith(DICOM_SUFFIXES):
+    if name.endswith(DICOM_SUFFIXES + DICOM_GZ_SUFFIXES):
         return "dicom"
+    gzipped = name.endswith(".gz")  # e.g. IM_0001.gz from a PACS export: look inside for the DICOM preamble
     try:
-        with open(path, "rb") as f:
+        with (gzip.open if gzipped else open)(path, "rb") as f:
             head = f.read(132)
-    except OSError as exc:
-        raise fail(path, f"cannot be opened ({exc.strerror})") from exc
+    except OSError as exc:  # gzip.BadGzipFile is an OSError
+        why = f"not a valid gzip file ({exc})" if gzipped else f"cannot be opened ({exc.strerror})"
+        raise fail(path, why) from exc
+    except (EOFError, zlib.error) as exc:
+        raise fail(path, f"gzip file is truncated or corrupt ({exc})") from exc
     if head[128:132] == b"DICM":
         return "dicom"
-    raise fail(path, f"unknown image format; supported: {SUPPORTED}")
+    raise fail(path, f"unknown image format{' (gzip-compressed)' if gzipped else ''}; supported: {SUPPORTED}")
 
 
 def read_volume(path: str | PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Volume:
