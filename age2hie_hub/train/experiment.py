@@ -13,9 +13,8 @@ from age2hie_hub.train import report
 from age2hie_hub.train.config import ExperimentConfig, to_dict
 from age2hie_hub.train.evaluate import learning_curve_table, paired_comparisons, run_grid, summarize_rows
 from age2hie_hub.train.manifest import read_cohort
-from age2hie_hub.train.stages import (
-    _checkpoint_config, _labels, _target_preprocess, cached_arrays, pretrain, write_json,
-)
+from age2hie_hub.train.parent import resolve_parent, target_preprocess
+from age2hie_hub.train.stages import _checkpoint_config, _labels, _parent_extra, cached_arrays, pretrain, write_json
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +45,18 @@ def run_experiment(cfg: ExperimentConfig, *, evaluate_only: bool = False) -> dic
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
     tcfg = cfg.transfer
-    first_ckpt = next((m for m in methods if m.init == "checkpoint"), None)
-    if first_ckpt is not None:
-        tcfg = dataclasses.replace(tcfg, method=first_ckpt)  # its preprocessing is the target's default
+    # Each parent checkpoint is resolved once: the same result gives the target preprocessing and every
+    # split's starting weights.
+    parents = {m.name: resolve_parent(m.weights) for m in methods if m.init == "checkpoint"}
+    first = next(iter(parents.values()), None)  # its preprocessing is the target's default
+    for name, parent in parents.items():
+        if parent.preprocess != first.preprocess:
+            log.warning("method %r: its parent %s was trained with other preprocessing than %s; every method is "
+                        "trained and tested on the preprocessing derived from %s", name, parent.name, first.name,
+                        first.name)
     t = time.perf_counter()
     cohort = read_cohort(tcfg.data)
-    prep = _target_preprocess(tcfg, cohort)
+    prep = target_preprocess(tcfg.preprocess, cohort.n_channels, first)
     files = cached_arrays(cohort, prep, tcfg.cache_dir, dtype=tcfg.cache_dtype, workers=tcfg.preprocess_workers)
     timings["preprocess_target_s"] = time.perf_counter() - t
 
@@ -60,15 +65,16 @@ def run_experiment(cfg: ExperimentConfig, *, evaluate_only: bool = False) -> dic
 
         ck = _checkpoint_config(res.model, prep, task="hie_outcome" if tcfg.head == "outcome" else "classification",
                                 labels=_labels(tcfg, cohort), cohort=cohort, seed=row["seed"],
-                                parent=res.model.training_provenance.get("parent"),
+                                parent=res.provenance.get("parent"),
                                 metrics={k: v for k, v in row.items() if k not in ("y_true", "y_pred", "test_subjects")},
-                                synthetic=tcfg.synthetic, extra={"method": row["method"], "split": row["split"]})
+                                synthetic=tcfg.synthetic, extra={"method": row["method"], "split": row["split"],
+                                                                 **_parent_extra(res.provenance)})
         save_pretrained(res.model, folder, ck)
 
     t = time.perf_counter()
     rows = run_grid(cohort, files, methods, tcfg, protocols=cfg.protocols, k=cfg.k, seeds=cfg.seeds, run_dir=run_dir,
                     learning_curve=None if evaluate_only else cfg.learning_curve,
-                    save_checkpoints=cfg.save_checkpoints, checkpoint_writer=save_fold)
+                    save_checkpoints=cfg.save_checkpoints, checkpoint_writer=save_fold, parents=parents)
     timings["grid_s"] = time.perf_counter() - t
     summary = summarize_rows(rows, n_boot=cfg.n_boot)
     reference = cfg.reference_method if cfg.reference_method in names else names[-1]

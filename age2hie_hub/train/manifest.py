@@ -26,7 +26,8 @@ TASKS = ("auto", "regression", "classification")
 MAX_CLASSES_AUTO = 10
 SUBJECT_COLUMNS = ("subject_id", "participant_id", "subject", "case_id", "id", "case")
 
-__all__ = ["Case", "Cohort", "read_csv_manifest", "read_bids", "read_bonbid", "read_cohort", "ManifestError"]
+__all__ = ["Case", "Cohort", "BonbidCase", "list_bonbid", "site_of", "read_csv_manifest", "read_bids", "read_bonbid",
+           "read_cohort", "ManifestError"]
 
 
 class ManifestError(Age2HieError, ValueError):
@@ -248,63 +249,189 @@ def read_bids(
     return _finish(cases, target, task, classes, str(table), sha, (suffix,))
 
 
-_ADC_RE = re.compile(r"^(?P<id>.+?)-ADC_ss\.(mha|nii|nii\.gz|nrrd)$")
+# ---- BONBID-HIE ---------------------------------------------------------------------------------------------
+
+BONBID_CHANNELS = ("ADC", "Z-ADC")
+_IMAGE_EXT = r"(mha|mhd|nrrd|nii|nii\.gz)"
+# 1ADC_ss/<case>-ADC_ss.mha; 2Z_ADC/Zmap_<case>-ADC_smooth2mm_clipped10.mha (any suffix after "-" or "_");
+# 3LABEL/<case>_lesion.mha. <case> is e.g. MGHNICU_010-VISIT_01 (real data) or BCH_001 (our synthetic cohorts).
+_ADC_RE = re.compile(rf"^(?P<id>.+?)-ADC_ss\.{_IMAGE_EXT}$")
+_ZMAP_RE = re.compile(rf"^Zmap_(?P<id>.+?)(?:[-_.].*)?\.{_IMAGE_EXT}$")
+_LABEL_RE = re.compile(rf"^(?P<id>.+?)[-_]lesion\.{_IMAGE_EXT}$")
+_VISIT_RE = re.compile(r"^(?P<subject>.+?)-VISIT_\d+$")
+# BONBID-HIE's hospital prefixes -> the site names the paper uses (BCH: Boston Children's, MGH: Massachusetts General).
+SITE_PREFIXES = {"MGHNICU": "MGH", "BCHNICU": "BCH"}
+
+
+@dataclass(frozen=True)
+class BonbidCase:
+    """One scan of a BONBID-HIE folder, found from the file names alone (no table needed)."""
+
+    case_id: str  # as in the file names: "MGHNICU_010-VISIT_01"
+    subject_id: str  # the infant: "MGHNICU_010" (the case id without its -VISIT_nn suffix)
+    site: str  # from the id's hospital prefix: "MGH", "BCH" (see site_of)
+    adc: Path
+    zadc: Path | None = None
+    label: Path | None = None
+
+    def channel(self, name: str) -> Path:
+        path = self.adc if name == "ADC" else self.zadc
+        if path is None:
+            raise ManifestError(f"no 2Z_ADC/Zmap_{self.case_id}[-_]*.mha beside {self.adc} (channel {name!r})")
+        return path
+
+
+def site_of(case_id: str) -> str:
+    """The site in a BONBID-HIE id: its prefix before the first '_', '-' or digit run, with the hospital
+    prefixes of the published data mapped to the paper's site names (MGHNICU -> MGH, BCHNICU -> BCH)."""
+    prefix = re.split(r"[_\-\d]", case_id, maxsplit=1)[0] or "site0"
+    return SITE_PREFIXES.get(prefix.upper(), prefix)
+
+
+def _zmap_case(name: str, ids: set[str]) -> str | None:
+    """The case a ``Zmap_<case><suffix>`` name belongs to: the longest case id followed by '-', '_' or '.'
+    (ids may share prefixes: MGHNICU_01 and MGHNICU_010)."""
+    m = _ZMAP_RE.match(name)
+    if m is None:
+        return None
+    rest = name[len("Zmap_"):]
+    hits = [i for i in ids if rest.startswith(i) and rest[len(i):len(i) + 1] in ("-", "_", ".")]
+    return max(hits, key=len) if hits else m.group("id")
+
+
+def _by_case(folder: Path, case_of: Any, ids: set[str]) -> dict[str, Path]:
+    """Files of ``folder`` keyed by the case id their name holds; two files for one case is an error."""
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for f in sorted(folder.iterdir()):
+        cid = case_of(f.name, ids)
+        if cid is None:
+            continue
+        if cid in found:
+            raise ManifestError(f"{folder}: two files for case {cid}: {found[cid].name} and {f.name}")
+        found[cid] = f
+    return found
+
+
+def _label_case(name: str, ids: set[str]) -> str | None:
+    m = _LABEL_RE.match(name)
+    return m.group("id") if m else None
+
+
+def list_bonbid(root: str | Path) -> list[BonbidCase]:
+    """The cases of a BONBID-HIE folder (``1ADC_ss/``, ``2Z_ADC/``, ``3LABEL/``), sorted by case id.
+
+    A case is an ADC file ``1ADC_ss/<case>-ADC_ss.mha``; its Z-ADC map and lesion mask are attached when
+    present. Files that match no ADC case are logged and ignored.
+    """
+    root = Path(root)
+    adc_dir = root / "1ADC_ss"
+    if not adc_dir.is_dir():
+        raise ManifestError(f"{root}: not a BONBID-HIE folder (no 1ADC_ss/ inside)")
+    adc: dict[str, Path] = {}
+    for f in sorted(adc_dir.iterdir()):
+        m = _ADC_RE.match(f.name)
+        if m is None:
+            log.info("%s: not a <case>-ADC_ss image, ignored", f)
+            continue
+        if m.group("id") in adc:
+            raise ManifestError(f"{adc_dir}: two ADC files for case {m.group('id')}: {adc[m.group('id')].name} and {f.name}")
+        adc[m.group("id")] = f
+    if not adc:
+        raise ManifestError(f"{adc_dir}: no <case>-ADC_ss.mha files")
+    ids = set(adc)
+    zmaps = _by_case(root / "2Z_ADC", _zmap_case, ids)
+    labels = _by_case(root / "3LABEL", _label_case, ids)
+    for what, files in (("2Z_ADC", zmaps), ("3LABEL", labels)):
+        stray = sorted(set(files) - ids)
+        if stray:
+            log.warning("%s: %d file(s) with no 1ADC_ss case, ignored: %s", root / what, len(stray),
+                        ", ".join(files[s].name for s in stray[:5]))
+    cases = []
+    for cid in sorted(adc):
+        m = _VISIT_RE.match(cid)
+        cases.append(BonbidCase(cid, m.group("subject") if m else cid, site_of(cid), adc[cid], zmaps.get(cid),
+                                labels.get(cid)))
+    return cases
+
+
+def _bonbid_table(root: Path, table: str | Path | None) -> Path:
+    if table is not None:
+        return Path(table).expanduser()
+    tables = sorted([*root.glob("*.csv"), *root.glob("*.tsv")])
+    if len(tables) != 1:
+        raise ManifestError(
+            f"{root}: found {len(tables)} target tables (*.csv/*.tsv) {[t.name for t in tables]} where one is read "
+            "by default; pass table: <file> (e.g. the lesion-burden table written by `age2hie-train lesion-targets`)")
+    return tables[0]
 
 
 def read_bonbid(
-    root: str | Path, outcome_table: str | Path | None = None, *, target: str = "outcome",
+    root: str | Path, table: str | Path | None = None, *, target: str = "outcome",
     channels: Sequence[str] = ("ADC",), subject_column: str | None = None, site_column: str = "site",
-    task: str = "auto", classes: Sequence[str] | None = None,
+    task: str = "auto", classes: Sequence[str] | None = None, outcome_table: str | Path | None = None,
 ) -> Cohort:
-    """The BONBID-HIE layout: ``1ADC_ss/<id>-ADC_ss.mha`` and ``2Z_ADC/Zmap_<id>*.mha`` + an outcome table.
+    """The BONBID-HIE layout (``1ADC_ss/<case>-ADC_ss.mha``, ``2Z_ADC/Zmap_<case>*.mha``) + a target table.
 
-    ``channels``: ("ADC",) or ("ADC", "Z-ADC"). The outcome table (default: the only *.csv/*.tsv in ``root``)
-    has a subject id column, the ``target`` column and optionally a site column; without one the site is the
-    id's prefix before the first "_" or digit run (e.g. "MGHNICU_010" -> "MGHNICU").
+    File names are the challenge's own: ``MGHNICU_010-VISIT_01-ADC_ss.mha``,
+    ``Zmap_MGHNICU_010-VISIT_01-ADC_smooth2mm_clipped10.mha`` (and ``3LABEL/<case>_lesion.mha``, see
+    ``list_bonbid``). ``channels``: ("ADC",) or ("ADC", "Z-ADC").
+
+    ``table`` (CSV/TSV; default: the only *.csv/*.tsv in ``root``) may live anywhere, e.g. a target derived
+    from the lesion masks (``age2hie-train lesion-targets``). Its id column (``subject_column``; default the
+    first of case_id, subject_id, participant_id, ...) holds a case id (``MGHNICU_010-VISIT_01``) or, when the
+    subject has a single scan, a subject id (``MGHNICU_010``). The site is the ``site_column`` value, or when
+    the table has none, the id's hospital prefix (``site_of``: MGHNICU -> MGH, BCHNICU -> BCH). Scans without a
+    row are left out (logged). ``outcome_table`` is the older name of ``table``.
     """
     root = Path(root)
-    adc_dir, z_dir = root / "1ADC_ss", root / "2Z_ADC"
-    if not adc_dir.is_dir():
-        raise ManifestError(f"{root}: not a BONBID-HIE folder (no 1ADC_ss/ inside)")
+    if outcome_table is not None:
+        if table is not None:
+            raise ManifestError("pass table or outcome_table (its older name), not both")
+        table = outcome_table
     for ch in channels:
-        if ch not in ("ADC", "Z-ADC"):
+        if ch not in BONBID_CHANNELS:
             raise ManifestError(f"unknown BONBID-HIE channel {ch!r}; use 'ADC' and/or 'Z-ADC'")
-    if outcome_table is None:
-        tables = sorted([*root.glob("*.csv"), *root.glob("*.tsv")])
-        if len(tables) != 1:
-            raise ManifestError(f"{root}: expected one outcome table (*.csv/*.tsv), found {[t.name for t in tables]}"
-                                "; pass outcome_table")
-        outcome_table = tables[0]
-    table = Path(outcome_table)
+    found = list_bonbid(root)
+    by_case = {c.case_id: c for c in found}
+    by_subject: dict[str, list[BonbidCase]] = {}
+    for c in found:
+        by_subject.setdefault(c.subject_id, []).append(c)
+    table = _bonbid_table(root, table)
     header, rows = _read_table(table)
     _need(table, header, target, "target")
+    if subject_column is None:
+        subject_column = "case_id" if "case_id" in header else None
     subj_col = _pick_subject_column(table, header, subject_column)
     if subj_col is None:
-        raise ManifestError(f"{table}: no subject id column (one of {SUBJECT_COLUMNS}); columns are {header}")
-    adc = {}
-    for f in sorted(adc_dir.iterdir()):
-        m = _ADC_RE.match(f.name)
-        if m:
-            adc[m.group("id")] = f
-    zmaps = sorted(z_dir.iterdir()) if z_dir.is_dir() else []
-    cases = []
+        raise ManifestError(f"{table}: no case/subject id column (one of {SUBJECT_COLUMNS}); columns are {header}")
+    cases: list[Case] = []
+    used: set[str] = set()
     for line, row in enumerate(rows, start=2):
         sid = row[subj_col]
         if not row.get(target):
-            raise ManifestError(f"{table} line {line}: subject {sid} has an empty {target!r}")
-        if sid not in adc:
-            raise ManifestError(f"{table} line {line}: no {adc_dir}/{sid}-ADC_ss.* for subject {sid}")
-        files = []
-        for ch in channels:
-            if ch == "ADC":
-                files.append(adc[sid])
-            else:
-                z = [f for f in zmaps if f.name.startswith(f"Zmap_{sid}")]
-                if len(z) != 1:
-                    raise ManifestError(f"{z_dir}: expected one Zmap_{sid}*.mha for subject {sid}, found {len(z)}")
-                files.append(z[0])
-        site = row.get(site_column) or re.split(r"[_\-\d]", sid, maxsplit=1)[0] or "site0"
+            raise ManifestError(f"{table} line {line}: case {sid} has an empty {target!r}")
+        case = by_case.get(sid)
+        if case is None:
+            matches = by_subject.get(sid, [])
+            if len(matches) > 1:
+                raise ManifestError(f"{table} line {line}: subject {sid} has {len(matches)} scans "
+                                    f"({', '.join(m.case_id for m in matches)}); give the case id")
+            if not matches:
+                raise ManifestError(f"{table} line {line}: no {root / '1ADC_ss'}/{sid}-ADC_ss.mha (nor any "
+                                    f"<{sid}>-VISIT_nn) for case {sid}")
+            case = matches[0]
+        if case.case_id in used:
+            raise ManifestError(f"{table} line {line}: case {case.case_id} appears twice")
+        used.add(case.case_id)
+        files = [case.channel(ch) for ch in channels]
+        site = row.get(site_column) or case.site
         cases.append(Case(sid, tuple(str(f.resolve()) for f in files), row[target], site))
+    left = sorted(set(by_case) - used)
+    if left:
+        log.info("%s: %d scan(s) in %s have no row in %s and are left out: %s", root, len(left), root / "1ADC_ss",
+                 table, ", ".join(left[:5]) + (" ..." if len(left) > 5 else ""))
     return _finish(cases, target, task, classes, str(table), file_sha256(table), tuple(channels))
 
 
