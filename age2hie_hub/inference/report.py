@@ -354,12 +354,13 @@ def render_figure(scan: ScanView) -> "Figure":
         bar = fig.colorbar(ScalarMappable(sal_norm, cmap), cax=cax, orientation="horizontal")
         bar.ax.xaxis.set_major_locator(MaxNLocator(5))
         bar.ax.tick_params(labelsize=8)
-        bar.set_label(f"change of {scan.occlusion.what} (red: the region raises it)", fontsize=8)
+        unit = f" ({p.age_unit})" if p.task == "brain_age" and p.age_unit else ""
+        bar.set_label(f"change of {scan.occlusion.what}{unit} (red: the region raises it)", fontsize=8)
 
     warnings = report_warnings(p)
     lines = [f"warnings ({len(warnings)}):" if warnings else "warnings: none"]
     for w in warnings:
-        lines += textwrap.wrap(w, 160, initial_indent="- ", subsequent_indent="  ")
+        lines += textwrap.wrap(w, 130, initial_indent="- ", subsequent_indent="  ")
     if len(lines) > MAX_WARNING_LINES:
         lines = lines[: MAX_WARNING_LINES - 1] + ["... more in index.html"]
     text(0.4, 13.5, "\n".join(lines), fontsize=9, family="monospace", color="#a03000" if warnings else "0.3")
