@@ -31,7 +31,7 @@ IO_FILE = GOLDEN / "golden_io.safetensors"
 SEED = 1234
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.numerics]
 
 
 def _golden_config() -> CheckpointConfig:
