@@ -48,9 +48,13 @@ def detect_format(path: Path) -> str:
 def read_volume(path: str | PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Volume:
     """Read a 3D volume or 4D series into a :class:`Volume` (float32, RAS affine, metadata).
 
+    DICOM may be a folder, a .zip or one file, and its files may be gzipped (``*.dcm.gz``, ``IM_0001.gz``);
+    a zip's content and gzipped files may expand to ``2 * max_bytes`` at most.
+
     Raises :class:`~age2hie_hub.errors.VolumeReadError` naming the file and the problem for missing files,
-    unknown formats, corrupt or truncated files, 2D/5D data, unusable spacing, empty images and headers
-    needing more than ``max_bytes`` (checked from the header, before any voxel is read). Non-finite voxels
+    unknown formats, corrupt or truncated files, 2D/5D data, voxel sizes that are zero, negative or not
+    finite, singular or non-finite affines, empty images and headers needing more than ``max_bytes``
+    (checked from the header, before any voxel is read). Non-finite voxels
     become 0 with a warning in ``metadata["warnings"]``; an all-zero image is accepted with a warning (a
     lesion mask may legitimately be empty), an image with 0 voxels is an error.
     """
