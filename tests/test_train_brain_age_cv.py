@@ -220,13 +220,16 @@ def test_cv_resumes_finished_folds_and_parallel_folds_give_the_same_predictions(
     cohort = read_bids(root, task="regression")
     files = cached_arrays(cohort, PreprocessConfig.from_dict(cfg.preprocess), cfg.cache_dir, progress=False)
     one = cross_validate_brain_age(cfg, cohort, files, tmp_path / "one")
+    a = {r["subject"]: float(r["cnn"]) for r in _rows(tmp_path / "one" / "predictions.csv")}
     lines = (tmp_path / "one" / "results.jsonl").read_text().splitlines()
     again = cross_validate_brain_age(cfg, cohort, files, tmp_path / "one")  # every fold found: nothing retrained
     assert (tmp_path / "one" / "results.jsonl").read_text().splitlines() == lines
     assert again["summary"][0]["mae_mean"] == one["summary"][0]["mae_mean"]
+    changed = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, lr=1e-3))  # another recipe: retrained
+    cross_validate_brain_age(changed, cohort, files, tmp_path / "one")
+    assert len((tmp_path / "one" / "results.jsonl").read_text().splitlines()) == len(lines) + 3
     par = cross_validate_brain_age(dataclasses.replace(cfg, cv=dataclasses.replace(cfg.cv, workers=2)), cohort, files,
                                    tmp_path / "two")
-    a = {r["subject"]: float(r["cnn"]) for r in _rows(tmp_path / "one" / "predictions.csv")}
     b = {r["subject"]: float(r["cnn"]) for r in _rows(tmp_path / "two" / "predictions.csv")}
     assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
     assert par["summary"][0]["mae_mean"] == pytest.approx(one["summary"][0]["mae_mean"], abs=1e-4)

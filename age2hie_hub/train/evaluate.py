@@ -213,11 +213,17 @@ def _cv_network_rows(cfg: Any, cohort: Cohort, files: list[Path], folds: list[tu
     import dataclasses
 
     results = run_dir / "results.jsonl"
-    done = {r["fold"]: r for r in _done(results).values() if r.get("method") == CNN}
+    recipe = _recipe_hash(cfg, cohort)
+    done = {}
+    for r in _done(results).values():  # later lines win: a fold retrained after a change replaces its old row
+        if r.get("method") == CNN and r.get("recipe_sha256") == recipe:
+            done[r["fold"]] = r
     jobs = []
     for f, (train, test) in enumerate(folds):
         if f in done and done[f]["test_subjects"] == [cohort.subjects[i] for i in test]:
+            log.info("cv fold %d: reused from %s (same recipe, data and fold)", f, results)
             continue
+        done.pop(f, None)
         # The workers' loops never draw progress bars (several bars on one terminal garble each other).
         job_cfg = dataclasses.replace(cfg, cv=None, loop=dataclasses.replace(cfg.loop, progress=False))
         jobs.append({"cfg": job_cfg, "cohort": cohort, "files": files, "train": train.tolist(), "test": test.tolist(),
@@ -227,7 +233,7 @@ def _cv_network_rows(cfg: Any, cohort: Cohort, files: list[Path], folds: list[tu
 
     def record(out: dict[str, Any]) -> None:
         train, test = folds[out["fold"]]
-        row = {"id": f"{CNN}|fold{out['fold']}", "method": CNN, "fold": out["fold"],
+        row = {"id": f"{CNN}|fold{out['fold']}|{recipe[:12]}", "method": CNN, "fold": out["fold"], "recipe_sha256": recipe,
                "test_subjects": [cohort.subjects[i] for i in test], "y_true": cohort.labels[test].tolist(),
                "y_pred": out["pred"], **{k: v for k, v in out.items() if k not in ("pred", "fold")}}
         if D.rank() == 0:
@@ -248,6 +254,23 @@ def _cv_network_rows(cfg: Any, cohort: Cohort, files: list[Path], folds: list[tu
         for job in jobs:
             record(_cv_fold_job(job))
     return done
+
+
+def _recipe_hash(cfg: Any, cohort: Cohort) -> str:
+    """What a fold's network depends on: the training recipe and the data (not where outputs go, nor how many
+    worker processes or bootstrap resamples are used)."""
+    import hashlib
+
+    from age2hie_hub.train.config import to_dict
+
+    d = to_dict(cfg)
+    for key in ("run_dir", "cache_dir", "resume", "preprocess_workers", "cv"):
+        d.pop(key, None)
+    for key in ("progress", "workers", "device"):
+        d["loop"].pop(key, None)
+    d["cv_folds"] = [cfg.cv.folds, cfg.cv.seed]
+    blob = json.dumps({"recipe": d, "data": cohort.sha256, "subjects": cohort.subjects}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _region_volumes(cfg: Any, cohort: Cohort) -> np.ndarray:
@@ -294,7 +317,7 @@ def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_di
         preds[CNN][test] = net[f]["y_pred"]
         fold_rows.append({"method": CNN, "fold": f, "n_test": int(test.size), "n_train": net[f]["n_fit"],
                           "seconds": net[f]["seconds"], **M.regression_metrics(ages[test], preds[CNN][test])})
-    timings = {"network_s": sum(net[f]["seconds"] for f in range(len(folds)))}
+    timings = {"fold_fits_summed_s": sum(net[f]["seconds"] for f in range(len(folds)))}
 
     t = time.perf_counter()
     volumes = _region_volumes(cfg, cohort) if "ridge_dlmuse" in cv.baselines else None
@@ -339,7 +362,8 @@ def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_di
 
     comparisons = []
     for name in cv.baselines:
-        for suffix in ("", CORRECTED) if cv.bias_correction else ("",):
+        # Corrected errors of the mean predictor are ~0 by construction: no comparison with it is meaningful.
+        for suffix in ("", CORRECTED) if cv.bias_correction and name != "mean" else ("",):
             a, b = np.abs(preds[CNN + suffix] - ages), np.abs(preds[name + suffix] - ages)
             boot = M.paired_bootstrap(a, b, seed=cv.seed)
             perm = M.sign_flip_test(a, b, seed=cv.seed)
