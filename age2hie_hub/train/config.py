@@ -162,6 +162,7 @@ class LearningCurveConfig:
     sizes: tuple[Any, ...] = (16, 32, 64, "all")  # training-set sizes ("all" = the full training fold)
     protocol: str = "multi_site"
     max_splits: int = 5  # of that protocol's splits (per seed), to bound the cost
+    seeds: tuple[int, ...] = ()  # which of the experiment's seeds get a curve; empty: all of them
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,11 @@ def run_grid(cohort: Cohort, files: list[Path], methods: Sequence[MethodConfig],
         for split in make_splits(protocol, strata, sites, k=k, seeds=seeds):
             jobs += [(m, split, None, split.train) for m in methods]
     if learning_curve is not None:
+        unknown = sorted(set(learning_curve.seeds) - set(seeds))
+        if unknown:
+            raise ValueError(f"learning_curve.seeds {unknown} are not among the experiment's seeds {list(seeds)}")
         lc_splits = []
-        for seed in seeds:
+        for seed in learning_curve.seeds or seeds:
             lc_splits += make_splits(learning_curve.protocol, strata, sites, k=k, seeds=[seed])[:learning_curve.max_splits]
         for split in lc_splits:
             subsets = learning_curve_subsets(split.train, strata, learning_curve.sizes, seed=split.seed)
