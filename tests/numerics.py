@@ -3,10 +3,10 @@
 Never bit for bit: oneDNN and MKL (torch) and MLAS (ONNX Runtime) pick kernels, blocking and reduction order from
 the instruction set (AVX-512 or AVX2), the thread count and the memory alignment of the weights, so two modules
 holding identical weights agree to float32 rounding, not exactly. Measured: a tiny resnet3d_34 with a soft-bin
-age head, loaded back from model.safetensors, gave logits (|x| up to ~11) 1.2e-6 away from the module it was
-saved from (7e-7 relative, a few float32 ulps) on an AMD EPYC without AVX-512; on the AVX-512 CPU the suite was
-written on they happened to be bit-identical. Exact equality stays where it is the property itself: weights after a round trip, bytes, hashes, and a
-resumed run against an uninterrupted one in the same process.
+age head, loaded back from model.safetensors, gave log-probabilities (|x| up to ~11) 1.2e-6 away from the module
+it was saved from (7e-7 relative, a few float32 ulps) on an AMD EPYC without AVX-512; on the AVX-512 CPU the
+suite was written on they happened to be bit-identical. Exact equality stays where it is the property itself:
+weights after a round trip, bytes, hashes, and a resumed run against an uninterrupted one in the same process.
 
 Tests that compare numbers this way carry the `numerics` marker; tests/test_portability.py runs them again with
 the instruction set capped at AVX2, another thread count and no OpenVINO (docs/ARCHITECTURE.md, "Numbers across
