@@ -37,7 +37,9 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.numerics]
 def _golden_config() -> CheckpointConfig:
     return CheckpointConfig(
         model=ModelConfig("resnet3d_10", {"in_channels": 2, "width": 0.04}, "outcome"),
-        preprocess=PreprocessConfig(spacing=(2.0, 2.0, 2.0), shape=(12, 12, 10), intensity="adc_fixed", channels=2),
+        # antialias False: the golden config.json predates the field, and a saved config without it reads as off.
+        preprocess=PreprocessConfig(spacing=(2.0, 2.0, 2.0), shape=(12, 12, 10), intensity="adc_fixed", channels=2,
+                                    antialias=False),
         task="hie_outcome",
         input_modalities=("ADC", "Z-ADC"),
         provenance={

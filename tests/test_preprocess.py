@@ -1,6 +1,7 @@
 """Preprocessing: orientation, world-space resampling (oblique too), crop modes, intensity, channels, config."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -163,7 +164,9 @@ def test_ramp_lands_at_world_positions(make_affine):
     affine = make_affine()
     shape = (40, 44, 20)
     vol = Volume(ramp(affine, shape), affine)
-    cfg = PreprocessConfig(spacing=(1.0, 1.25, 1.5), shape=(56, 48, 40), crop="center", intensity="none")
+    # The interpolation's geometry alone: anti-aliasing (tested below) bends a ramp within 3 sigma of the edge.
+    cfg = PreprocessConfig(spacing=(1.0, 1.25, 1.5), shape=(56, 48, 40), crop="center", intensity="none",
+                           antialias=False)
     out = preprocess(vol, cfg)
     assert np.allclose(out.affine[:3, :3], np.diag(cfg.spacing))
     interior = inside_footprint(affine, shape, out.affine, cfg.shape, margin=0.0)
@@ -275,7 +278,7 @@ def test_foreground_cut_off_is_reported(caplog):
     vol = block_volume(lo=(2, 2, 2), hi=(58, 48, 38))
     with caplog.at_level("WARNING"):
         out = preprocess(vol, PreprocessConfig(spacing=(2, 2, 2), shape=(16, 16, 16), intensity="none"))
-    assert any("part of it is cut off" in n for n in out.notes)
+    assert any("cut off by the output box" in n for n in out.notes)
     assert "block.nii.gz" in caplog.text
 
 
@@ -361,7 +364,8 @@ def test_two_channels_on_different_grids_land_on_the_first_ones_grid():
     b_aff = oblique_affine(spacing=(1.5, 1.5, 3.0), ax=-10.0, az=20.0, origin=(-33.0, -41.0, -22.0))
     a = Volume(ramp(a_aff, (60, 60, 24)), a_aff, {"source": "adc.mha"})
     b = Volume(ramp(b_aff, (44, 44, 22)), b_aff, {"source": "zadc.mha"})
-    config = PreprocessConfig(spacing=(2, 2, 2), shape=(24, 24, 20), crop="center", intensity="none", channels=2)
+    config = PreprocessConfig(spacing=(2, 2, 2), shape=(24, 24, 20), crop="center", intensity="none", channels=2,
+                              antialias=False)  # geometry alone, as in test_ramp_lands_at_world_positions
     out = preprocess([a, b], config)
     assert out.array.shape == (2, 24, 24, 20)
     ok = inside_footprint(a_aff, (60, 60, 24), out.affine, config.shape, 0.0)
@@ -445,7 +449,7 @@ def test_config_json_round_trip():
         ({"spacing": (1, 1)}, "spacing must be three"),
         ({"shape": (64.5, 64, 48)}, "shape must be three positive integers"),
         ({"shape": (64, -1, 48)}, "shape must be three positive integers"),
-        ({"crop": "middle"}, r"crop must be one of \('center', 'foreground'\)"),
+        ({"crop": "middle"}, r"crop must be one of \('center', 'foreground', 'brain'\)"),
         ({"intensity": "minmax"}, "intensity must be one of"),
         ({"interpolation": "cubic"}, "interpolation must be one of"),
         ({"orientation": "LPS"}, "orientation must be 'RAS'"),
@@ -530,3 +534,213 @@ def test_foreground_option_round_trips_and_is_validated() -> None:
     assert PreprocessConfig.from_dict(old).foreground == "threshold"
     with pytest.raises(ValueError, match="foreground must be one of"):
         PreprocessConfig(foreground="mean")
+
+
+# --- crop "brain": whole-head scans with neck -----------------------------------------------------------------
+
+
+def _whole_head(seed: int = 0) -> tuple[Volume, Volume]:
+    """A synthetic whole-head T1 with neck at 2 mm, stored L-A-S with noisy background, and its brain mask.
+
+    World mm: head ellipsoid centred (0, 0, 30), semi-axes (75, 95, 80) (vertex at S 110); brain ellipsoid
+    centred (0, -2, 34), semi-axes (65, 83, 65); neck cylinder (radius 50) from the bottom of the field of
+    view (S -120) up into the head. The bounding box of head and neck is centred 39 mm below the brain's centre.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (90, 120, 120)
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = (89.0, -119.0, -119.0)
+    x, y, z = grid_world(affine, shape)
+    head = (x / 75) ** 2 + (y / 95) ** 2 + ((z - 30) / 80) ** 2 <= 1
+    neck = (x / 50) ** 2 + ((y + 10) / 50) ** 2 <= 1
+    neck &= z < 0
+    brain = (x / 65) ** 2 + ((y + 2) / 83) ** 2 + ((z - 34) / 65) ** 2 <= 1
+    data = rng.uniform(0.0, 30.0, shape).astype(np.float32)
+    data[head | neck] = 700.0 + rng.normal(0, 40, int((head | neck).sum()))  # scalp fat and muscle: bright too
+    data[brain] = 800.0 + rng.normal(0, 40, int(brain.sum()))
+    return (Volume(data, affine, {"source": "head_t1.nii.gz"}),
+            Volume(brain.astype(np.float32), affine, {"source": "head_brain.nii.gz"}))
+
+
+def _inside_box(result: Preprocessed, mask: Volume) -> float:
+    """Share of the mask's voxel centres that lie inside the output box."""
+    pts = grid_world(mask.affine, mask.spatial_shape)[:, mask.data > 0]
+    step = np.diag(result.affine)[:3]
+    lo = result.affine[:3, 3] - step / 2
+    hi = lo + step * np.asarray(result.array.shape[1:])
+    return float(np.all((pts >= lo[:, None]) & (pts <= hi[:, None]), axis=0).mean())
+
+
+ADULT_BOX = dict(spacing=(4.0, 4.0, 4.0), shape=(40, 48, 40), intensity="zscore", foreground="otsu")
+
+
+def test_crop_brain_centres_on_the_brain_of_a_whole_head_with_neck():
+    head, brain = _whole_head()
+    centre = np.array([0.0, -2.0, 34.0])
+    old = preprocess(head, PreprocessConfig(**ADULT_BOX, crop="foreground"))
+    new = preprocess(head, PreprocessConfig(**ADULT_BOX, crop="brain"))
+    # Negative control: the head-and-neck box puts the centre far below the brain and cuts its top off.
+    assert _grid_centre(old)[2] < centre[2] - 30
+    assert _inside_box(old, brain) < 0.95
+    # crop "brain" (default offset, no labels): within a few mm of the brain's centre, the whole brain inside.
+    assert np.all(np.abs(_grid_centre(new) - centre) <= [2.5, 4.5, 6.0]), _grid_centre(new)
+    assert _inside_box(new, brain) == 1.0
+    assert any("centred on the brain" in n for n in new.notes)
+    # The neck sticks out of the box by design: that is not a warning under crop "brain"; under "foreground"
+    # the cut-off head is.
+    assert new.warnings == () and any("cut off" in w for w in old.warnings)
+
+
+def test_fit_brain_offset_learns_the_offset_from_labels_and_the_crop_then_needs_none():
+    from age2hie_hub.preprocess import brain_offset_from_labels, fit_brain_offset
+
+    pairs = [_whole_head(seed) for seed in (1, 2)]
+    config = PreprocessConfig(**ADULT_BOX, crop="brain")
+    one = brain_offset_from_labels(*pairs[0], config)
+    # Anchor: R/A centroid of the head's top 80 mm, S ~110 (the vertex, to a voxel); brain centre (0, -2, 34).
+    assert np.all(np.abs(one - [0.0, -2.0, -76.0]) <= [1.0, 1.0, 4.0]), one
+    offset = fit_brain_offset(pairs, config)
+    assert isinstance(offset, tuple) and len(offset) == 3
+    fitted = dataclasses.replace(config, brain_offset=offset)
+    head, brain = _whole_head(seed=3)  # not one the offset was fitted on
+    out = preprocess(head, fitted)
+    np.testing.assert_allclose(_grid_centre(out), [0.0, -2.0, 34.0], atol=2.5)
+    assert _inside_box(out, brain) == 1.0
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(fitted.to_dict()))) == fitted
+
+
+def test_crop_brain_on_skull_stripped_neonatal_adc_keeps_the_whole_brain():
+    """No head around the brain: the top is the brain's top, the default offset scales with its size."""
+    shape = (80, 90, 30)
+    affine = np.diag([1.2, 1.2, 3.0, 1.0])
+    x, y, z = grid_world(affine, shape)
+    brain = ((x - 48) / 40) ** 2 + ((y - 54) / 50) ** 2 + ((z - 45) / 36) ** 2 <= 1
+    rng = np.random.default_rng(0)
+    data = np.where(brain, 1.2e-3 + 1e-4 * rng.standard_normal(shape), 0.0).astype(np.float32)
+    vol = Volume(data, affine, {"source": "case-ADC_ss.mha", "units": "mm2/s"})
+    out = preprocess(vol, PreprocessConfig(spacing=(3.5, 3.5, 3.5), shape=(32, 36, 28), crop="brain",
+                                           intensity="adc_fixed", clip=(0, 3.5)))
+    assert _inside_box(out, Volume(brain.astype(np.float32), affine)) == 1.0
+    np.testing.assert_allclose(_grid_centre(out), [48.0, 54.0, 45.0], atol=6.0)
+    assert out.warnings == ()
+
+
+def test_crop_brain_with_an_empty_image_falls_back_to_the_field_of_view_with_a_warning():
+    vol = block_volume(value=0.0)
+    out = preprocess(vol, PreprocessConfig(shape=(8, 8, 8), intensity="none", crop="brain"))
+    assert any("no foreground voxels" in w for w in out.warnings)
+
+
+def test_crop_brain_warns_when_the_top_of_the_head_is_outside_the_box():
+    head, _ = _whole_head()
+    # A box far too short for a head and pushed down by the offset: the vertex lies above it.
+    out = preprocess(head, PreprocessConfig(**{**ADULT_BOX, "shape": (40, 48, 20)}, crop="brain",
+                                            brain_offset=(0.0, 0.0, -60.0)))
+    (warning,) = out.warnings
+    assert warning.startswith("estimated brain (head outline less scalp) cut off by the output box: S: ")
+    assert "beyond its superior edge" in warning and warning.endswith("the brain may be cut off")
+
+
+def test_crop_brain_config_is_validated():
+    with pytest.raises(ValueError, match="brain_offset must be 3 finite numbers"):
+        PreprocessConfig(crop="brain", brain_offset=(0, 0))
+    with pytest.raises(ValueError, match="brain_offset must be 3 finite numbers"):
+        PreprocessConfig(crop="brain", brain_offset=(0, 0, float("nan")))
+    assert PreprocessConfig(brain_offset=[1, 2, 3]).brain_offset == (1.0, 2.0, 3.0)
+
+
+@pytest.fixture(scope="module")
+def ixi_cases(request):
+    shared = request.getfixturevalue("shared_data")
+    root = shared / "ixi_t1"
+    if not root.is_dir():
+        pytest.skip(f"real IXI T1 not found at {root}")
+    from age2hie_hub.io import read_volume
+
+    out = []
+    for sub in ("sub-IXI012", "sub-IXI436"):
+        out.append((read_volume(root / sub / "anat" / f"{sub}_T1w.nii.gz"),
+                    read_volume(root / "derivatives" / "dlmuse" / sub / "anat" / f"{sub}_dseg.nii.gz")))
+    return out
+
+
+def test_crop_brain_on_real_whole_head_t1_keeps_the_dlmuse_brain(ixi_cases):
+    for t1, labels in ixi_cases:
+        old = preprocess(t1, PreprocessConfig(**ADULT_BOX, crop="foreground"))
+        default = preprocess(t1, PreprocessConfig(**ADULT_BOX, crop="brain"))
+        # The offset fitted on the DLMUSE labels of all 155 IXI subjects (benchmarks/bench_crop_real.py).
+        fitted = preprocess(t1, PreprocessConfig(**ADULT_BOX, crop="brain", brain_offset=(0.0, -0.1, -82.4)))
+        brain = labels.with_data((labels.data > 0).astype(np.float32))
+        assert _inside_box(default, brain) >= 0.995, t1.source
+        assert _inside_box(fitted, brain) >= 0.995, t1.source
+        assert _inside_box(old, brain) < _inside_box(fitted, brain) - 0.02, t1.source  # the old crop cuts the brain
+        assert fitted.warnings == () and any("cut off" in w for w in old.warnings)
+
+
+# --- anti-aliased downsampling --------------------------------------------------------------------------------
+
+
+def _stripes(freq: float, shape=(96, 24, 24)) -> Volume:
+    """cos stripes along R at ``freq`` cycles per 1 mm voxel (0.5 is the Nyquist of the input)."""
+    x = np.arange(shape[0], dtype=np.float64)
+    data = np.broadcast_to((1.0 + np.cos(2 * np.pi * freq * x))[:, None, None], shape).astype(np.float32)
+    return Volume(data.copy(), np.eye(4), {"source": "stripes.nii.gz"})
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_antialias_keeps_a_pattern_finer_than_the_output_grid_from_aliasing(factor):
+    vol = _stripes(0.45)  # just below the input's Nyquist; at 2-4 mm it would alias to 0.1-0.2 cycles/voxel
+    shape = (96 // factor - 6, 4, 4)
+    base = dict(spacing=(float(factor), 1.0, 1.0), shape=shape, crop="center", intensity="none")
+    smooth = preprocess(vol, PreprocessConfig(**base, antialias=True)).array[0, :, 1, 1]
+    raw = preprocess(vol, PreprocessConfig(**base, antialias=False)).array[0, :, 1, 1]
+    # Without anti-aliasing the stripes fold into a slow false pattern of nearly full amplitude ...
+    assert raw.std() > 0.4, raw
+    # ... with it the output is nearly constant at the pattern's mean.
+    assert smooth.std() < 0.05 and abs(smooth.mean() - 1.0) < 0.05, smooth
+
+
+def test_antialias_checkerboard_at_the_input_nyquist_averages_instead_of_picking_one_phase():
+    idx = np.indices((48, 48, 48)).sum(axis=0)
+    vol = Volume((idx % 2).astype(np.float32), np.eye(4), {"source": "checker.nii.gz"})
+    base = dict(spacing=(2.0, 2.0, 2.0), shape=(20, 20, 20), crop="center", intensity="none")
+    smooth = preprocess(vol, PreprocessConfig(**base, antialias=True)).array[0]
+    raw = preprocess(vol, PreprocessConfig(**base, antialias=False)).array[0]
+    assert abs(raw.mean() - 0.5) > 0.45  # every sample lands on the same colour: all 0 or all 1
+    np.testing.assert_allclose(smooth, 0.5, atol=0.02)
+
+
+def test_antialias_keeps_smooth_images_and_leaves_axes_that_are_not_downsampled_alone():
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    shape = (64, 64, 24)
+    vol = Volume(ramp(affine, shape), affine, {"source": "ramp.nii.gz"})
+    config = PreprocessConfig(spacing=(3.0, 1.0, 2.0), shape=(16, 40, 16), crop="center", intensity="none")
+    assert config.antialias
+    out = preprocess(vol, config)
+    expected = ramp(out.affine, out.array.shape[1:])
+    inner = (slice(2, -2), slice(2, -2), slice(2, -2))  # a linear ramp is unchanged by a Gaussian away from edges
+    np.testing.assert_allclose(out.array[0][inner], expected[inner], atol=1e-3)
+    assert any("anti-aliased" in n for n in out.notes)
+    # Only R is downsampled: a pattern along A passes unsmoothed (exact voxels, the grid is the input's).
+    stripes = np.broadcast_to((np.arange(64) % 2).astype(np.float32)[None, :, None], shape).copy()
+    out = preprocess(Volume(stripes, affine), config)
+    assert set(np.unique(out.array[0][2:-2, 2:-2, 2:-2])) == {0.0, 1.0}
+
+
+def test_antialias_is_on_for_new_configs_and_off_for_saved_configs_that_predate_it():
+    from age2hie_hub.hub.config import CheckpointConfig
+    from age2hie_hub.models.config import ModelConfig
+
+    assert PreprocessConfig().antialias is True
+    assert PreprocessConfig.from_dict({}).antialias is True  # a training config: a new model
+    saved = PreprocessConfig(foreground="otsu").to_dict()
+    assert saved["antialias"] is True  # written explicitly, so it is read back as written
+    assert PreprocessConfig.from_saved(saved).antialias is True
+    del saved["antialias"]  # a config.json written before the field existed
+    assert PreprocessConfig.from_saved(saved).antialias is False
+    assert PreprocessConfig.from_saved({**saved, "antialias": True}).antialias is True
+    ckpt = CheckpointConfig(model=ModelConfig(arch="sfcn"), preprocess=PreprocessConfig()).to_dict()
+    del ckpt["preprocess"]["antialias"]
+    assert CheckpointConfig.from_dict(ckpt).preprocess.antialias is False
+    with pytest.raises(ValueError, match="antialias must be true or false"):
+        PreprocessConfig(antialias="yes")

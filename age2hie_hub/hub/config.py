@@ -28,6 +28,12 @@ class CheckpointConfig:
     # library_version, git_commit, seed, training_data, data_manifest_sha256, parent, synthetic (bool), ...
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # measured evaluation, as written by the run
+    # Uncertainty fitted on held-out predictions, applied to every prediction (inference/uncertainty.py):
+    # {"regression": split-conformal interval} or {"binary": calibration map, reliability, conformal set};
+    # {} = none recorded (predictions then say they have no interval).
+    uncertainty: dict[str, Any] = field(default_factory=dict)
+    # Summaries of the training inputs that input QC compares each scan with (inference/qc.py); {} = none.
+    input_qc: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -55,5 +61,5 @@ class CheckpointConfig:
             )
         data = dict(data)
         data["model"] = ModelConfig.from_dict(data["model"])
-        data["preprocess"] = PreprocessConfig.from_dict(data["preprocess"])
+        data["preprocess"] = PreprocessConfig.from_saved(data["preprocess"])
         return cls(**data)

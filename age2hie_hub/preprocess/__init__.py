@@ -12,17 +12,27 @@ from age2hie_hub.preprocess.config import PreprocessConfig
 
 if TYPE_CHECKING:
     from age2hie_hub.preprocess.orient import reorient_to_ras
-    from age2hie_hub.preprocess.pipeline import Preprocessed, preprocess
+    from age2hie_hub.preprocess.pipeline import Preprocessed, brain_offset_from_labels, fit_brain_offset, preprocess
     from age2hie_hub.preprocess.resample import resample_to
 
 _LAZY = {
     "Preprocessed": "age2hie_hub.preprocess.pipeline",
+    "brain_offset_from_labels": "age2hie_hub.preprocess.pipeline",
+    "fit_brain_offset": "age2hie_hub.preprocess.pipeline",
     "preprocess": "age2hie_hub.preprocess.pipeline",
     "reorient_to_ras": "age2hie_hub.preprocess.orient",
     "resample_to": "age2hie_hub.preprocess.resample",
 }
 
-__all__ = ["PreprocessConfig", "Preprocessed", "preprocess", "reorient_to_ras", "resample_to"]
+__all__ = [
+    "PreprocessConfig",
+    "Preprocessed",
+    "brain_offset_from_labels",
+    "fit_brain_offset",
+    "preprocess",
+    "reorient_to_ras",
+    "resample_to",
+]
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

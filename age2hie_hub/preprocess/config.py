@@ -8,13 +8,19 @@ import numpy as np
 
 from age2hie_hub._config import check_keys, to_plain
 
-CROPS = ("center", "foreground")
+# center: the field of view's centre; foreground: the centre of the foreground's bounding box; brain: the brain
+# of a whole-head scan, placed from the head's outline (see PreprocessConfig.brain_offset and crop.brain_anchor).
+CROPS = ("center", "foreground", "brain")
 # zscore: z-score within the foreground; mean: divide by the foreground mean (as SFCN does);
 # adc_fixed: ADC in mm^2/s times `adc_scale`, clipped to `clip`; none: values as they are.
 INTENSITIES = ("zscore", "mean", "adc_fixed", "none")
 INTERPOLATIONS = ("linear", "nearest", "bspline")
 FOREGROUNDS = ("threshold", "otsu")
 DEFAULTS = {"spacing": [2.0, 2.0, 2.0], "shape": [64, 64, 48]}  # examples for error messages
+# What a saved config (a checkpoint's config.json) means when it lacks a field that was added later: the
+# behaviour from before the field existed, which may differ from the default a new config gets.
+# Read saved configs with PreprocessConfig.from_saved; training configs (new models) use from_dict.
+SAVED_BEFORE_FIELD = {"antialias": False}
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,17 @@ class PreprocessConfig:
     # "otsu": value > max(foreground_threshold, Otsu level of the positive voxels), for scans whose
     # background is noise (T1 with the head, scanner ADC maps) so the crop centres on the head.
     foreground: str = "threshold"
+    # crop "brain": box centre = anchor + brain_offset (mm, R/A/S). The anchor is the R/A centroid of the
+    # foreground's top 80 mm and the foreground's top: on a whole-head scan (use foreground "otsu" there; the
+    # head outline then goes down to half the Otsu level) the vertex and the cranium, so the neck and face do
+    # not move it. None: (0, 0, -0.42 x the A-P extent of that top part), ~82 mm below an adult's vertex and
+    # proportionally less for a smaller head or a skull-stripped brain. A model stores the offset measured on
+    # its training labels (preprocess.fit_brain_offset) instead. Prediction needs no labels either way.
+    brain_offset: tuple[float, float, float] | None = None
+    # Smooth each axis the output samples more coarsely than the input (Gaussian, sigma = sqrt(r^2 - 1) / 2
+    # input voxels for a step ratio r > 1) before sampling, so detail finer than the output grid cannot alias
+    # into it. New configs: on. A saved config without the key: off (see SAVED_BEFORE_FIELD).
+    antialias: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spacing", _triple("spacing", self.spacing, float))
@@ -63,14 +80,28 @@ class PreprocessConfig:
             raise ValueError(f"adc_scale must be a positive number, got {self.adc_scale!r}")
         object.__setattr__(self, "adc_scale", adc_scale)
         object.__setattr__(self, "foreground_threshold", _scalar("foreground_threshold", self.foreground_threshold))
+        if self.brain_offset is not None:
+            object.__setattr__(self, "brain_offset", _numbers("brain_offset", self.brain_offset, 3))
+        if not isinstance(self.antialias, (bool, np.bool_)):
+            raise ValueError(f"antialias must be true or false, got {self.antialias!r}")
+        object.__setattr__(self, "antialias", bool(self.antialias))
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        """A config for a new model: missing fields take today's defaults."""
         check_keys(cls, data)
         return cls(**data)
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        """A config saved with a model (config.json): a field it lacks was added after it was written, so it
+        takes the behaviour from before that field existed (SAVED_BEFORE_FIELD), not today's default. The
+        model then sees inputs preprocessed exactly as in its training."""
+        check_keys(cls, data)
+        return cls(**{**SAVED_BEFORE_FIELD, **data})
 
 
 def _numbers(name: str, value: Any, count: int) -> tuple[float, ...]:

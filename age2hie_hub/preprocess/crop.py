@@ -13,6 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 _AXES = "RAS"
+# crop "brain": the part of the head below its top whose R/A centroid anchors the box. 80 mm spans the
+# cranium of an adult above the ears (no face, no neck) and most of a newborn's brain.
+BRAIN_SLAB_MM = 80.0
+# Default S offset of the brain centre below the top, as a share of that slab's A-P extent: 0.42 on the 155
+# whole-head IXI T1 (~82 mm below the vertex of an adult head; benchmarks/bench_crop_real.py).
+BRAIN_DEPTH_PER_AP = 0.42
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,41 @@ def foreground_bounds(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray,
         corners = np.array([np.r_[i, i], np.r_[j, j], np.r_[first, last]], dtype=np.float64)
     world = rot @ corners + affine[:3, 3:4]
     return world.min(axis=1), world.max(axis=1)
+
+
+@dataclass(frozen=True)
+class BrainAnchor:
+    """Where crop "brain" measures from (world mm): see :func:`brain_anchor`."""
+
+    point: np.ndarray  # (R, A, S): R/A centroid of the top slab, S of the top
+    ap_extent: float  # A-P extent of the top slab, mm
+    r_range: tuple[float, float]  # L-R extent (min, max R) of the top slab, mm
+
+
+def brain_anchor(mask: np.ndarray, affine: np.ndarray, slab_mm: float = BRAIN_SLAB_MM) -> BrainAnchor | None:
+    """The top (highest world S) of the True voxels and the R/A centroid of those within ``slab_mm`` of it.
+
+    On a whole-head mask the top is the vertex and the slab is the cranium, so the neck and face below do not
+    move the anchor; None when the mask is empty.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    idx = np.nonzero(mask)
+    if idx[0].size == 0:
+        return None
+    s = affine[2, :3] @ np.asarray(idx, dtype=np.float64) + affine[2, 3]
+    top = float(s.max())
+    slab = s >= top - slab_mm
+    ijk = np.asarray([i[slab] for i in idx], dtype=np.float64)
+    ra = affine[:2, :3] @ ijk + affine[:2, 3:4]
+    point = np.array([ra[0].mean(), ra[1].mean(), top])
+    return BrainAnchor(point=point, ap_extent=float(np.ptp(ra[1])), r_range=(float(ra[0].min()), float(ra[0].max())))
+
+
+def brain_center(anchor: BrainAnchor, offset: tuple[float, float, float] | None) -> np.ndarray:
+    """Box centre for crop "brain": the anchor plus ``offset`` (mm), by default (0, 0, -0.42 x A-P extent)."""
+    if offset is None:
+        offset = (0.0, 0.0, -BRAIN_DEPTH_PER_AP * anchor.ap_extent)
+    return anchor.point + np.asarray(offset, dtype=np.float64)
 
 
 def output_grid(

@@ -10,12 +10,24 @@ import numpy as np
 from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io import Volume
 from age2hie_hub.preprocess.config import PreprocessConfig
-from age2hie_hub.preprocess.crop import fov_center, foreground_bounds, output_grid, world_bounds
+from age2hie_hub.preprocess.crop import (
+    brain_anchor,
+    brain_center,
+    fov_center,
+    foreground_bounds,
+    output_grid,
+    world_bounds,
+)
 from age2hie_hub.preprocess.intensity import normalize
 from age2hie_hub.preprocess.orient import obliquity_degrees, orientation_codes, reorient_to_ras
 from age2hie_hub.preprocess.resample import resample_array
 
 logger = logging.getLogger(__name__)
+# crop "brain" with foreground "otsu": the head outline is the smoothed image above this share of Otsu's level.
+HEAD_LEVEL_SHARE = 0.5
+# Least distance (mm) from that head outline to the brain at the top and on the left and right: 10, 8 and 8 mm
+# on the 155 IXI T1 (DLMUSE brain; 14, 13, 13 on average). A box that cuts the brain also cuts this inset region.
+SCALP_MM = 8.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,11 +38,14 @@ class Preprocessed:
     affine: 4x4 voxel-to-world (RAS mm) matrix of the output grid; with
             :func:`~age2hie_hub.preprocess.resample_to` it puts maps computed on this grid back on the scan.
     notes:  what was changed or guessed, in order, for logs and prediction reports.
+    warnings: the notes that change what the model sees beyond the configured steps (foreground cut off by
+            the box, no foreground found); also in ``notes``. Predictions report them as warnings.
     """
 
     array: np.ndarray
     affine: np.ndarray
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -100,17 +115,68 @@ def _finite(volume: Volume, index: int, notes: list[str]) -> Volume:
     return volume.with_data(np.where(bad, np.float32(0.0), volume.data))
 
 
-def _check_cut_off(fg: tuple[np.ndarray, np.ndarray], affine: np.ndarray, config: PreprocessConfig, name: str,
-                   notes: list[str]) -> None:
-    """Say so (note + warning) when the foreground does not fit in the output box: the model sees part of it."""
-    step = np.asarray(config.spacing)
-    lo = affine[:3, 3] - step / 2
+_SIDES = (("left", "right"), ("posterior", "anterior"), ("inferior", "superior"))
+
+
+def cut_off_message(fg: tuple[np.ndarray, np.ndarray], affine: np.ndarray, config: PreprocessConfig,
+                    axes: Sequence[int] = (0, 1, 2), what: str = "foreground") -> str | None:
+    """What part of the box ``fg`` (world min/max of voxel centres, mm) lies outside the output box, or None.
+
+    Names each side that is cut and by how many mm. The box is centred to the nearest output voxel, so a
+    foreground that fits by size can still stick out by up to half an output voxel; the message says so
+    rather than comparing sizes that contradict it.
+    """
+    step = np.asarray(config.spacing, dtype=np.float64)
+    lo = np.asarray(affine, np.float64)[:3, 3] - step / 2
     hi = lo + step * np.asarray(config.shape)
-    cut = [a for a in range(3) if fg[0][a] < lo[a] - 1e-6 or fg[1][a] > hi[a] + 1e-6]
-    if cut:
-        sizes = ", ".join(f"{'RAS'[a]} {fg[1][a] - fg[0][a]:.0f} > {hi[a] - lo[a]:.0f} mm" for a in cut)
-        notes.append(f"foreground extends beyond the output box ({sizes}): part of it is cut off")
-        logger.warning("%s: foreground cut off by the output box (%s)", name, sizes)
+    parts = []
+    for a in axes:
+        below, above = lo[a] - fg[0][a], fg[1][a] - hi[a]
+        sides = [f"{d:.1f} mm beyond its {side} edge" for d, side in zip((below, above), _SIDES[a])
+                 if np.isfinite(d) and d > 1e-6]
+        if not sides:
+            continue
+        size, box = fg[1][a] - fg[0][a], hi[a] - lo[a]
+        if not np.isfinite(size):
+            why = ""
+        elif size <= box:
+            why = (f" ({what} {size:.1f} mm, box {box:.1f} mm: it would fit, but the box is centred to the "
+                   "nearest output voxel" + (" on the estimated brain" if config.crop == "brain" else "") + ")")
+        else:
+            why = f" ({what} {size:.1f} mm, box {box:.1f} mm)"
+        parts.append(f"{'RAS'[a]}: {' and '.join(sides)}{why}")
+    if not parts:
+        return None
+    return f"{what} cut off by the output box: {'; '.join(parts)}"
+
+
+def _check_cut_off(fg: tuple[np.ndarray, np.ndarray], anchor, affine: np.ndarray, config: PreprocessConfig,
+                   name: str, notes: list[str], warnings: list[str]) -> None:
+    """Warn (note, warning, log) when the foreground does not fit in the output box: the model sees part of it.
+
+    Under crop "brain" the foreground is the whole head, which is meant to stick out (neck, face, scalp);
+    what is checked there is the top and the L-R width of its top 80 mm, less the scalp, both of which hold
+    brain. The inferior, anterior and posterior ends of the brain are not known without labels.
+    """
+    if config.crop == "brain" and anchor is not None:
+        # Under foreground "otsu" the outline is the head's: the brain lies at least SCALP_MM inside it (top and
+        # sides), so only a box that cuts into that inner region can cut the brain. Under "threshold" (a
+        # skull-stripped scan) the outline is the brain's own.
+        inset = SCALP_MM if config.foreground == "otsu" else 0.0
+        lo_r, hi_r = anchor.r_range[0] + inset, anchor.r_range[1] - inset
+        top = (np.array([lo_r, -np.inf, -np.inf]), np.array([hi_r, np.inf, anchor.point[2] - inset]))
+        what = "estimated brain (head outline less scalp)" if inset else "brain outline"
+        message = cut_off_message(top, affine, config, axes=(0, 2), what=what)
+        if message:
+            message += ": the brain may be cut off"
+    else:
+        message = cut_off_message(fg, affine, config)
+        if message:
+            message += ": part of it is outside what the model sees"
+    if message:
+        notes.append(message)
+        warnings.append(message)
+        logger.warning("%s: %s", name, message)
 
 
 def _foreground(data: np.ndarray, config: PreprocessConfig, notes: list[str]) -> tuple[np.ndarray, float]:
@@ -130,13 +196,17 @@ def _foreground(data: np.ndarray, config: PreprocessConfig, notes: list[str]) ->
     if above.size == 0:
         return smooth > level, level
     level = max(level, otsu_threshold(above))
-    labels, n = ndimage.label(smooth > level)
+    # crop "brain" places the box from the head's outline, so its mask goes down to half the Otsu level: a
+    # bias field darkens the vertex of many whole-head T1 (IXI) below the full level, but never to the noise.
+    outline = max(config.foreground_threshold, HEAD_LEVEL_SHARE * level) if config.crop == "brain" else level
+    labels, n = ndimage.label(smooth > outline)
     if n > 1:
         sizes = np.bincount(labels.ravel())[1:]
         mask = labels == 1 + int(np.argmax(sizes))
     else:
         mask = labels > 0
-    notes.append(f"foreground: Otsu level {level:.4g}, largest connected region")
+    notes.append(f"foreground: Otsu level {level:.4g}, largest connected region"
+                 + (f" (head outline for the crop at {outline:.4g})" if outline != level else ""))
     return mask, level
 
 
@@ -153,6 +223,7 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     cannot be used, ``ValueError`` when the number of volumes does not match ``config.channels``.
     """
     items, notes = _as_channels(volumes, config.channels)
+    warnings: list[str] = []
     for i, vol in enumerate(items):
         _check_geometry(vol, i)
     first = items[0]
@@ -168,13 +239,19 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     # Output grid from the first channel.
     mask, level = _foreground(ras.data, config, notes)
     fg = foreground_bounds(mask, ras.affine)
+    anchor = brain_anchor(mask, ras.affine) if config.crop == "brain" and fg is not None else None
     if config.crop == "foreground" and fg is not None:
         center = (fg[0] + fg[1]) / 2.0
         where = "foreground"
+    elif anchor is not None:
+        center = brain_center(anchor, config.brain_offset)
+        where = "brain (placed from the foreground's top and upper R/A centre)"
     else:
-        if config.crop == "foreground":
-            notes.append(f"no foreground voxels (> {level:g}): centred on the field of view")
-            logger.warning("%s: no foreground voxels; centring the crop on the field of view", name0)
+        if config.crop in ("foreground", "brain"):
+            message = f"no foreground voxels (> {level:g}): the crop is centred on the field of view"
+            notes.append(message)
+            warnings.append(message)
+            logger.warning("%s: %s", name0, message)
         center = fov_center(ras.affine, ras.spatial_shape)
         where = "field of view"
     grid = output_grid(ras.affine, ras.spatial_shape, config.spacing, config.shape, center)
@@ -184,7 +261,9 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     if oblique > 1e-3:
         notes.append(f"oblique scan ({oblique:.1f} deg off RAS) resampled onto an axis-aligned RAS grid")
     if not np.allclose(spacing_in, config.spacing, rtol=0, atol=1e-4) or oblique > 1e-3:
-        notes.append(f"resampled {_fmt(spacing_in)} -> {_fmt(config.spacing)} mm ({config.interpolation})")
+        smoothed = config.antialias and np.any(np.asarray(config.spacing) > np.asarray(spacing_in) * (1 + 1e-6))
+        notes.append(f"resampled {_fmt(spacing_in)} -> {_fmt(config.spacing)} mm ({config.interpolation}"
+                     + (", anti-aliased" if smoothed else "") + ")")
     change = " and ".join(
         [f"cropped along {', '.join(grid.cropped)}"] * bool(grid.cropped)
         + [f"padded with 0 along {', '.join(grid.padded)}"] * bool(grid.padded)
@@ -192,7 +271,7 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     if change:
         notes.append(f"{change} to {_fmt(config.shape)} voxels, centred on the {where}")
     if fg is not None:
-        _check_cut_off(fg, grid.affine, config, name0, notes)
+        _check_cut_off(fg, anchor, grid.affine, config, name0, notes, warnings)
 
     out = np.empty((len(items), *grid.shape), dtype=np.float32)
     for c, vol in enumerate(items):
@@ -209,7 +288,8 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
                     "same scan; check that the files belong together and that their headers are right"
                 )
         out[c] = resample_array(
-            vol.data, vol.affine, grid.affine, grid.shape, config.interpolation, source=_name(vol, c)
+            vol.data, vol.affine, grid.affine, grid.shape, config.interpolation, source=_name(vol, c),
+            antialias=config.antialias,
         )
 
     out_mask = out[0] > level
@@ -223,4 +303,30 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     notes.extend(intensity_notes)
     for note in notes:
         logger.debug("%s: %s", name0, note)
-    return Preprocessed(array=out, affine=grid.affine, notes=tuple(notes))
+    return Preprocessed(array=out, affine=grid.affine, notes=tuple(notes), warnings=tuple(warnings))
+
+
+def brain_offset_from_labels(volume: Volume, brain: Volume, config: PreprocessConfig) -> np.ndarray:
+    """(R, A, S) mm from crop "brain"'s anchor on ``volume`` to the centre of ``brain``'s bounding box.
+
+    ``brain``: a label or mask volume of the same scan (any grid; > 0 is brain), e.g. an anatomical
+    segmentation of a training subject. Averaged over training subjects (:func:`fit_brain_offset`) it gives
+    ``PreprocessConfig.brain_offset``; prediction then needs no labels.
+    """
+    ras = reorient_to_ras(volume)
+    mask, _ = _foreground(np.nan_to_num(ras.data), config, [])
+    anchor = brain_anchor(mask, ras.affine)
+    labels = reorient_to_ras(brain)
+    box = foreground_bounds(labels.data > 0, labels.affine)
+    if anchor is None or box is None:
+        raise VolumeReadError(f"{_name(volume if anchor is None else brain, 0)}: no foreground to measure from")
+    return (box[0] + box[1]) / 2.0 - anchor.point
+
+
+def fit_brain_offset(pairs: Sequence[tuple[Volume, Volume]], config: PreprocessConfig) -> tuple[float, float, float]:
+    """Mean :func:`brain_offset_from_labels` over (scan, brain labels) pairs of the training subjects, rounded
+    to 0.1 mm: the ``brain_offset`` to store in a model's config (``config.foreground`` as the model uses it)."""
+    offsets = np.array([brain_offset_from_labels(v, b, config) for v, b in pairs])
+    if offsets.size == 0:
+        raise ValueError("fit_brain_offset needs at least one (scan, brain labels) pair")
+    return tuple(float(round(x, 1)) for x in offsets.mean(axis=0))
