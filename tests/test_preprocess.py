@@ -744,3 +744,56 @@ def test_antialias_is_on_for_new_configs_and_off_for_saved_configs_that_predate_
     assert CheckpointConfig.from_dict(ckpt).preprocess.antialias is False
     with pytest.raises(ValueError, match="antialias must be true or false"):
         PreprocessConfig(antialias="yes")
+
+
+# --- memory layout, cut-off message -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_affine", [lambda: np.diag([0.9, 0.9, 2.5, 1.0]), oblique_affine])
+def test_foreground_bounds_and_anchor_do_not_depend_on_memory_layout(make_affine):
+    """Readers return transposed views and reorientation adds flips; the world box must not change."""
+    from age2hie_hub.preprocess.crop import brain_anchor, foreground_bounds
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((30, 26, 12), bool)
+    mask[4:25, 3:20, 2:10] = rng.random((21, 17, 8)) > 0.5
+    affine = make_affine()
+    f_order = np.asfortranarray(mask)
+    # The same voxels stored backwards along two axes (a flipped view), with the affine that keeps them in place.
+    flipped_aff = affine.copy()
+    flipped_aff[:3, 3] += affine[:3, 0] * 29 + affine[:3, 2] * 11
+    flipped_aff[:3, 0] *= -1
+    flipped_aff[:3, 2] *= -1
+    layouts = [(mask, affine), (f_order, affine), (f_order.T.T, affine), (mask[::-1, :, ::-1], flipped_aff),
+               (np.asfortranarray(mask[::-1, :, ::-1]), flipped_aff)]
+    assert not f_order.flags.c_contiguous and mask[::-1, :, ::-1].strides[0] < 0
+    want = foreground_bounds(mask, affine)
+    anchor = brain_anchor(mask, affine)
+    w = grid_world(affine, mask.shape)[:, mask]  # brute force over every True voxel
+    np.testing.assert_allclose(want[0], w.min(axis=1), atol=1e-9)
+    np.testing.assert_allclose(want[1], w.max(axis=1), atol=1e-9)
+    for arr, aff in layouts:
+        got = foreground_bounds(arr, aff)
+        np.testing.assert_allclose(got[0], want[0], atol=1e-9)
+        np.testing.assert_allclose(got[1], want[1], atol=1e-9)
+        np.testing.assert_allclose(brain_anchor(arr, aff).point, anchor.point, atol=1e-9)
+
+
+def test_cut_off_message_says_which_side_and_how_far_when_the_box_is_snapped_to_the_grid():
+    """A 97 mm foreground in a 98 mm box (14 voxels of 7 mm) can stick out: the box is centred to a voxel."""
+    data = np.zeros((120, 40, 40), np.float32)
+    data[10:107, 10:30, 10:30] = 1.0  # 97 voxels of 1 mm along R: centres span 96 mm, footprint 97 mm
+    vol = Volume(data, np.eye(4), {"source": "snap.nii.gz"})
+    out = preprocess(vol, PreprocessConfig(spacing=(7.0, 7.0, 7.0), shape=(14, 8, 8), intensity="none",
+                                           antialias=False))
+    (warning,) = out.warnings
+    assert warning.startswith("foreground cut off by the output box: R: ")
+    assert "(foreground 96.0 mm, box 98.0 mm: it would fit, but the box is centred to the nearest output voxel)" \
+        in warning
+    assert "beyond its left edge" in warning or "beyond its right edge" in warning
+    assert " > " not in warning and warning in out.notes
+    # Negative control: a box that is truly too small says so with both sizes, and no "would fit".
+    small = preprocess(vol, PreprocessConfig(spacing=(7.0, 7.0, 7.0), shape=(10, 8, 8), intensity="none"))
+    (warning,) = small.warnings
+    assert "(foreground 96.0 mm, box 70.0 mm)" in warning and "would fit" not in warning
+    assert "beyond its left edge and " in warning and "beyond its right edge" in warning
