@@ -187,3 +187,21 @@ def test_auto_backend_uses_the_onnx_export_when_present(tmp_path, scans, capsys)
     via_onnx = json.loads(capsys.readouterr().out)
     assert (via_torch["backend"], via_onnx["backend"]) == ("torch", "onnx")
     assert via_onnx["probability"] == pytest.approx(via_torch["probability"], abs=1e-4)
+
+
+def test_a_foreground_cut_off_by_the_box_is_a_warning_everywhere(ckpt, scans, tmp_path, capsys):
+    """Predictor.warnings, the CLI's stderr and the CSV's warnings column; a scan that fits has none."""
+    from age2hie_hub.inference import Predictor
+
+    big = write_nifti(tmp_path / "big.nii.gz", adc_array(shape=(70, 48, 20)), adc_affine())  # 126 mm > 96 mm box
+    p = Predictor.from_pretrained(ckpt, device="cpu").predict(str(big))
+    (warning,) = [w for w in p.warnings if "cut off" in w]
+    assert warning.startswith("big.nii.gz: foreground cut off by the output box: R: ") and warning in " ".join(
+        ["big.nii.gz: " + n for n in p.notes])
+    out = tmp_path / "results.csv"
+    assert main([str(big), str(scans[0]), "--model", str(ckpt), "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"age2hie-predict: warning: {warning}" in captured.err.splitlines()
+    assert "cut off" not in captured.out  # stdout holds the results only
+    rows = {r["source"]: r for r in csv.DictReader(out.open())}
+    assert warning in rows[str(big)]["warnings"] and "cut off" not in rows[str(scans[0])]["warnings"]

@@ -235,10 +235,13 @@ def format_prediction(p: Any) -> str:
 def _emit(p: Any, row: dict[str, Any], args: argparse.Namespace) -> None:
     if args.json:
         _say(json.dumps(row))
-        return
     if args.quiet:
         return
-    lines = [format_prediction(p)] + [f"  warning: {w}" for w in p.warnings]
+    for w in p.warnings:  # on stderr, so a pipe that reads the results still shows them to the user
+        _say(f"{PROG}: warning: {w}", err=True)
+    if args.json:
+        return
+    lines = [format_prediction(p)]
     if args.verbose:
         lines += [f"  note: {n}" for n in p.notes]
         lines.append(f"  model {p.model} ({p.backend} on {p.device}, weights sha256 {(p.weights_sha256 or '')[:12]})")

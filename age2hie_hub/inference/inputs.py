@@ -193,7 +193,8 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
         orientation_changed=orientation != "RAS",
         input_unit=unit,
         unit_guessed=guessed,
-        warnings=tuple(dict.fromkeys(warnings)),  # unique, in order
+        # Preprocessing's warnings (foreground cut off by the box, ...) change what the model sees: warnings too.
+        warnings=tuple(dict.fromkeys(warnings + [f"{name}: {w}" for w in pre.warnings])),  # unique, in order
         notes=tuple(notes) + tuple(pre.notes),
         affine=pre.affine,
     )

@@ -155,7 +155,6 @@ def report_warnings(p: Prediction) -> list[str]:
     text = " ".join(warnings).lower()
     if p.unit_guessed and "unit" not in text:
         warnings.append(f"ADC unit not declared in the file: guessed from the values ({p.input_unit})")
-    warnings += [n for n in p.notes if "cut off" in n and n not in warnings]
     return warnings
 
 
