@@ -797,3 +797,36 @@ def test_cut_off_message_says_which_side_and_how_far_when_the_box_is_snapped_to_
     (warning,) = small.warnings
     assert "(foreground 96.0 mm, box 70.0 mm)" in warning and "would fit" not in warning
     assert "beyond its left edge and " in warning and "beyond its right edge" in warning
+
+
+def test_real_bonbid_adc_with_a_non_zero_background_still_crops_on_the_brain(shared_data):
+    """The shared BONBID-HIE maps have a zero background (benchmarks/bench_crop_real.py); scanners' maps often
+    do not. The same real map with a noisy positive background added: Otsu still finds the brain."""
+    from scipy import ndimage
+
+    from age2hie_hub.io import read_volume
+
+    path = shared_data / "bonbid2023" / "1ADC_ss" / "MGHNICU_028-VISIT_01-ADC_ss.mha"  # brain 7 mm off centre
+    if not path.is_file():
+        pytest.skip(f"real BONBID-HIE case not found at {path}")
+    clean = read_volume(path)
+    data = np.asarray(clean.data, dtype=np.float32) * np.float32(1e-6)  # stored in 1e-6 mm2/s
+    brain = ndimage.binary_dilation(data > 0, iterations=2)
+    rng = np.random.default_rng(0)
+    noisy = np.where(brain, data, rng.uniform(5e-5, 3e-4, data.shape).astype(np.float32))
+    config = dict(spacing=(3.5, 3.5, 3.5), shape=(32, 36, 28), intensity="zscore")
+    reference = preprocess(clean.with_data(data), PreprocessConfig(**config))
+    otsu = preprocess(clean.with_data(noisy), PreprocessConfig(**config, foreground="otsu"))
+    plain = preprocess(clean.with_data(noisy), PreprocessConfig(**config))
+    fov = world(clean.affine, (np.array(data.shape) - 1) / 2)
+    mask = clean.with_data((data > 0).astype(np.float32))
+    tissue = reference.array[0] != 0
+    # Negative control: with threshold 0 the whole field of view is foreground: the box sits on its centre,
+    # 2 voxels off the brain's, and the background is z-scored as if it were tissue.
+    np.testing.assert_allclose(_grid_centre(plain), fov, atol=3.5)
+    assert np.abs(_grid_centre(plain) - _grid_centre(reference)).max() > 3.5
+    assert np.mean(plain.array[0] != 0) > 0.8 and np.mean(tissue) < 0.5
+    # Otsu: the same box as on the clean map, the whole brain inside, the same intensities.
+    np.testing.assert_allclose(otsu.affine, reference.affine)
+    assert _inside_box(otsu, mask) >= 0.99
+    assert np.corrcoef(otsu.array[0][tissue], reference.array[0][tissue])[0, 1] > 0.95
