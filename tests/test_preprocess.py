@@ -826,7 +826,11 @@ def test_real_bonbid_adc_with_a_non_zero_background_still_crops_on_the_brain(sha
     np.testing.assert_allclose(_grid_centre(plain), fov, atol=3.5)
     assert np.abs(_grid_centre(plain) - _grid_centre(reference)).max() > 3.5
     assert np.mean(plain.array[0] != 0) > 0.8 and np.mean(tissue) < 0.5
-    # Otsu: the same box as on the clean map, the whole brain inside, the same intensities.
+    # Otsu: the same box as on the clean map, the whole brain inside, the same intensities up to the z-score.
     np.testing.assert_allclose(otsu.affine, reference.affine)
     assert _inside_box(otsu, mask) >= 0.99
-    assert np.corrcoef(otsu.array[0][tissue], reference.array[0][tissue])[0, 1] > 0.95
+    both = tissue & (otsu.array[0] != 0)
+    # Otsu's tissue is the brain less its partial-volume rim on the 3.5 mm grid (66 % of the clean map's
+    # non-zero voxels here); on it the values are the clean map's, z-scored with that mask's mean and sd.
+    assert both.sum() > 0.6 * tissue.sum()
+    assert np.corrcoef(otsu.array[0][both], reference.array[0][both])[0, 1] > 0.99
