@@ -246,3 +246,27 @@ def test_cv_config_is_checked(tmp_path: Path) -> None:
     path.write_text("cv: {folds: 4, baselines: [mean]}\ntest_fraction: 0\n")
     cfg = load_config(path, PretrainConfig)
     assert cfg.cv == CVConfig(folds=4, baselines=("mean",)) and cfg.test_fraction == 0
+
+
+def test_final_model_trained_beside_the_folds_equals_the_one_trained_after_them(tmp_path: Path) -> None:
+    """cv.workers > 1 trains the final model in the folds' worker pool: same recipe and seed, same weights."""
+    from safetensors.numpy import load_file
+
+    from age2hie_hub.train.stages import pretrain
+
+    root = make_cohort(tmp_path / "bids", n=12, seed=5)
+    serial = _config(root, tmp_path / "serial", baselines=("mean",))
+    pretrain(serial)
+    beside = dataclasses.replace(_config(root, tmp_path / "beside", baselines=("mean",)),
+                                 cv=dataclasses.replace(serial.cv, workers=2))
+    out = pretrain(beside)
+    a = load_file(str(tmp_path / "serial" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "beside" / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6, err_msg=k)
+    assert out["metrics"]["epochs_run"] == 2 and out["metrics"]["n_train"] == 12
+    untrained = _config(root, tmp_path / "other", baselines=("mean",))  # negative control: another seed differs
+    pretrain(dataclasses.replace(untrained, seed=1))
+    c = load_file(str(tmp_path / "other" / "checkpoint" / "model.safetensors"))
+    assert any(not np.allclose(a[k], c[k], atol=1e-6) for k in a if a[k].dtype.kind == "f")

@@ -187,6 +187,7 @@ def learning_curve_table(rows: Sequence[dict[str, Any]], protocol: str, metric: 
 # ---- brain age: k-fold cross-validation of a pretrain recipe, with baselines on the same folds --------------
 
 CNN = "cnn"  # the network's row in the brain-age tables
+FINAL = -1  # the "fold" of the final model when it trains in the cross-validation's worker pool
 CORRECTED = " (age-bias corrected)"
 
 
@@ -201,8 +202,13 @@ def _cv_fold_job(job: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(cfg.loop.threads)
     train, test = np.asarray(job["train"]), np.asarray(job["test"])
     t0 = time.perf_counter()
+    final = job["fold"] == FINAL
     model, objective, res, fit_pos = train_brain_age(cfg, cohort, files, train, state_dir=job["state_dir"],
-                                                     desc=f"cv fold {job['fold']}")
+                                                     desc="pretrain" if final else f"cv fold {job['fold']}")
+    if final:  # the released model, trained beside the folds: its weights go back to the parent process
+        return {"fold": FINAL, "model_config": model.config, "fit_pos": fit_pos.tolist(),
+                "state": {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
+                "history": res.history, "best_epoch": res.best_epoch, "seconds": time.perf_counter() - t0}
     pred = predict_ages(model, objective, files, cohort.labels, test, cfg.loop.batch_size)
     return {"fold": job["fold"], "pred": pred.tolist(), "n_fit": int(fit_pos.size),
             "n_val": int(train.size - fit_pos.size), "epochs_run": len(res.history), "best_epoch": res.best_epoch,
@@ -211,8 +217,13 @@ def _cv_fold_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cv_network_rows(cfg: Any, cohort: Cohort, files: list[Path], folds: list[tuple[np.ndarray, np.ndarray]],
-                     run_dir: Path) -> dict[int, dict[str, Any]]:
-    """The network's out-of-fold predictions, one row per fold in results.jsonl (a re-run skips finished folds)."""
+                     run_dir: Path, final_train: np.ndarray | None = None,
+                     final_state_dir: Path | None = None) -> tuple[dict[int, dict[str, Any]], dict[str, Any] | None]:
+    """The network's out-of-fold predictions, one row per fold in results.jsonl (a re-run skips finished folds).
+
+    ``final_train``: also train the final model on these positions, as one more job of the same pool (it
+    starts first: it is the longest); its weights come back in the second return value.
+    """
     import dataclasses
 
     results = run_dir / "results.jsonl"
@@ -221,20 +232,29 @@ def _cv_network_rows(cfg: Any, cohort: Cohort, files: list[Path], folds: list[tu
     for r in _done(results).values():  # later lines win: a fold retrained after a change replaces its old row
         if r.get("method") == CNN and r.get("recipe_sha256") == recipe:
             done[r["fold"]] = r
+    # The workers' loops never draw progress bars (several bars on one terminal garble each other).
+    job_cfg = dataclasses.replace(cfg, cv=None, loop=dataclasses.replace(cfg.loop, progress=False))
     jobs = []
+    if final_train is not None:
+        jobs.append({"cfg": job_cfg, "cohort": cohort, "files": files, "train": np.asarray(final_train).tolist(),
+                     "test": [], "fold": FINAL, "state_dir": final_state_dir})
+    final = None
     for f, (train, test) in enumerate(folds):
         if f in done and done[f]["test_subjects"] == [cohort.subjects[i] for i in test]:
             log.info("cv fold %d: reused from %s (same recipe, data and fold)", f, results)
             continue
         done.pop(f, None)
-        # The workers' loops never draw progress bars (several bars on one terminal garble each other).
-        job_cfg = dataclasses.replace(cfg, cv=None, loop=dataclasses.replace(cfg.loop, progress=False))
         jobs.append({"cfg": job_cfg, "cohort": cohort, "files": files, "train": train.tolist(), "test": test.tolist(),
                      "fold": f, "state_dir": run_dir / "state" / f"fold{f}"})
     if jobs:
         log.info("cv: training %d fold(s) with %d worker process(es)", len(jobs), min(cfg.cv.workers, len(jobs)))
 
     def record(out: dict[str, Any]) -> None:
+        nonlocal final
+        if out["fold"] == FINAL:
+            final = out
+            log.info("final model trained on %d cases (%d s)", len(out["fit_pos"]), out["seconds"])
+            return
         train, test = folds[out["fold"]]
         row = {"id": f"{CNN}|fold{out['fold']}|{recipe[:12]}", "method": CNN, "fold": out["fold"], "recipe_sha256": recipe,
                "test_subjects": [cohort.subjects[i] for i in test], "y_true": cohort.labels[test].tolist(),
@@ -256,7 +276,7 @@ def _cv_network_rows(cfg: Any, cohort: Cohort, files: list[Path], folds: list[tu
     else:
         for job in jobs:
             record(_cv_fold_job(job))
-    return done
+    return done, final
 
 
 def _recipe_hash(cfg: Any, cohort: Cohort) -> str:
@@ -290,13 +310,15 @@ def _region_volumes(cfg: Any, cohort: Cohort) -> np.ndarray:
     return vols.volumes
 
 
-def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_dir: Path) -> dict[str, Any]:
+def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_dir: Path, *,
+                             final_train: np.ndarray | None = None, final_state_dir: Path | None = None) -> dict[str, Any]:
     """k-fold CV of the brain-age recipe in ``cfg`` (a PretrainConfig with ``cv``): every case tested once.
 
     On the same folds: the baselines (training-fold mean; ridge on region volumes, penalty by inner CV on the
     training fold), raw and age-bias-corrected metrics (MAE, Pearson r, bias with 95 % bootstrap CIs over
     subjects), paired per-subject comparisons of absolute errors, plots and per-subject predictions, all
     under ``run_dir``. Returns the summary and what the final checkpoint records (``checkpoint_metrics``).
+    ``final_train``: the final model is trained on these positions in the same worker pool (``out["final"]``).
     """
     from age2hie_hub.train import report
     from age2hie_hub.train.baselines import DEFAULT_ALPHAS, predict_baseline
@@ -314,7 +336,7 @@ def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_di
     preds: dict[str, np.ndarray] = {}
     fold_rows: list[dict[str, Any]] = []
 
-    net = _cv_network_rows(cfg, cohort, files, folds, run_dir)
+    net, final = _cv_network_rows(cfg, cohort, files, folds, run_dir, final_train, final_state_dir)
     preds[CNN] = np.empty(len(cohort))
     for f, (_, test) in enumerate(folds):
         preds[CNN][test] = net[f]["y_pred"]
@@ -408,6 +430,8 @@ def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_di
     cnn = next(r for r in summary if r["method"] == CNN)
     log.info("cv: %s MAE %.2f [%.2f, %.2f], r %.3f", CNN, cnn["mae_mean"], cnn["mae_ci_low"], cnn["mae_ci_high"],
              cnn["pearson_r_mean"])
+    if final is not None:
+        out["final"] = final  # weights of the final model (not written to metrics.json)
     return out
 
 

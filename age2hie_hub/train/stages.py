@@ -247,16 +247,30 @@ def pretrain(cfg: PretrainConfig, cohort: Cohort | None = None) -> dict[str, Any
     files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype, workers=cfg.preprocess_workers,
                           progress=cfg.loop.progress)
     ages = cohort.labels
-    cv_out = None
-    if cfg.cv is not None:
-        from age2hie_hub.train.evaluate import cross_validate_brain_age
-
-        cv_out = cross_validate_brain_age(cfg, cohort, files, run_dir / "cv")
     if cfg.test_fraction > 0:
         keep, test = stratified_holdout(cohort.strata, cfg.test_fraction, cfg.seed)
     else:
         keep, test = np.arange(len(cohort)), np.array([], dtype=np.int64)
-    model, objective, res, fit_pos = train_brain_age(cfg, cohort, files, keep, state_dir=run_dir / "state")
+    cv_out = None
+    if cfg.cv is not None:
+        from age2hie_hub.train.evaluate import cross_validate_brain_age
+
+        # With several worker processes the final model trains in the same pool as the folds (same recipe,
+        # same seed, one thread each: the same weights as training it here, without waiting for the folds).
+        beside = cfg.cv.workers > 1 and not D.is_distributed()
+        cv_out = cross_validate_brain_age(cfg, cohort, files, run_dir / "cv", final_train=keep if beside else None,
+                                          final_state_dir=run_dir / "state")
+    if cv_out is not None and "final" in cv_out:
+        final = cv_out.pop("final")
+        torch.manual_seed(hash_seed(cfg.seed, 5))
+        model = build_model(final["model_config"])
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in final["state"].items()})
+        model.eval()
+        objective = Objective(final["model_config"].head, softbin_sigma=cfg.softbin_sigma)
+        res = FitResult(history=final["history"], best_epoch=final["best_epoch"], seconds=final["seconds"])
+        fit_pos = np.asarray(final["fit_pos"], dtype=np.int64)
+    else:
+        model, objective, res, fit_pos = train_brain_age(cfg, cohort, files, keep, state_dir=run_dir / "state")
     n_val = int(keep.size - fit_pos.size)
     metrics: dict[str, Any]
     if test.size:
