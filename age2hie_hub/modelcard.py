@@ -650,6 +650,52 @@ If you use this model, cite the methods and the data it builds on:
 {{ citations }}
 """
 
+def _pct(level: float) -> str:
+    return f"{level * 100:g} %"
+
+
+def _uncertainty_text(config: CheckpointConfig) -> str:
+    """The recorded uncertainty (config.json `uncertainty`) and input QC record, in words; '' when none."""
+    parts = []
+    reg = (config.uncertainty or {}).get("regression")
+    if reg:
+        unit = f" {reg.get('unit')}" if reg.get("unit") else ""
+        nested = reg.get("nested_coverage") or {}
+        width = "a width that grows with the prediction" if reg.get("scale") else \
+            f"± {float(reg['quantile']):.2f}{unit} around every prediction"
+        text = (f"**Prediction interval**: every prediction comes with a {_pct(float(reg['level']))} split-conformal "
+                f"interval ({width}), fitted on {reg.get('fitted_on', 'held-out predictions')}.")
+        if nested:
+            text += (f" Checked nested (fitted on the other folds, applied to each held-out fold): it covered "
+                     f"{nested['coverage'] * 100:.1f} % of {nested['n']} held-out cases (mean width "
+                     f"{nested['mean_width']:.2f}{unit}).")
+        parts.append(text)
+    binary = (config.uncertainty or {}).get("binary")
+    if binary:
+        nested = binary.get("nested") or {}
+        cal, conf = binary["calibration"], binary["conformal"]
+        text = (f"**Calibration**: out-of-fold probabilities ({binary['n']} cases) have ECE {binary['ece_raw']:.3f} "
+                f"(10 equal-width bins); a Platt map (a = {cal['a']:.3f}, b = {cal['b']:.3f}) fitted on them gives the "
+                f"calibrated probability reported next to the raw one. **Prediction set**: a {_pct(float(conf['level']))} "
+                "conformal set of labels comes with every prediction (both labels: the model cannot tell at that level).")
+        if nested:
+            text += (f" Checked nested (fitted on the other folds): ECE {nested['ece_raw']:.3f} raw -> "
+                     f"{nested['ece_calibrated']:.3f} calibrated; the sets held the true label in "
+                     f"{nested['set_coverage'] * 100:.1f} % of {nested['n']} held-out cases.")
+        if binary.get("synthetic"):
+            text += " Measured on synthetic data."
+        parts.append(text)
+    if config.input_qc:
+        parts.append(f"**Input QC**: statistics of the {config.input_qc.get('n_cases', '?')} training inputs "
+                     "(foreground volume and extent, background, intensity distribution) are recorded; a scan "
+                     "outside their range (with a margin) gets a warning naming the feature and a likely reason.")
+    elif config.uncertainty:
+        parts.append("No input QC record.")
+    if not parts:
+        return "No prediction interval or calibration is recorded for this checkpoint."
+    return "\n\n".join(parts)
+
+
 DEFAULT_INTENDED = ("Research on neonatal and paediatric brain MRI: reproducing and extending AGE2HIE-style "
                     "transfer learning, benchmarking, and as a starting checkpoint for fine-tuning on your own cohort.")
 DEFAULT_OUT_OF_SCOPE = ("This is **not a clinical decision tool** and is not a medical device. Do not use it to "
@@ -727,7 +773,7 @@ def render_model_card(
         training_data=_training_data_text(config, release),
         preprocessing=_preprocess_text(config),
         evaluation="\n\n".join(x for x in (_evaluation_text(rows, synthetic), _cohort_note(metrics),
-                                             _comparisons_text(metrics)) if x),
+                                             _comparisons_text(metrics), _uncertainty_text(config)) if x),
         limitations=_limitations_text(config, release, synthetic),
         usage=_usage_text(config, name),
         provenance=_provenance_text(config, files),

@@ -112,6 +112,38 @@ def _with_evaluation(metrics: dict[str, Any], path: Path) -> tuple[dict[str, Any
     return combined, sha256_file(path)
 
 
+def with_uncertainty(config: Any, evaluation: Path | None) -> Any:
+    """The config with its ``uncertainty`` record, when it lacks one and the run says how to fit it.
+
+    Brain age / regression: from the cross-validation residuals its metrics record (pretrain with ``cv:``).
+    HIE outcome: from the out-of-fold probabilities of its own method in the ``evaluation`` experiment's
+    results.jsonl; the reliability table and plot are written beside it (reliability_<method>.csv/.png).
+    """
+    import dataclasses
+
+    from age2hie_hub.train import calibration as C
+
+    if config.uncertainty:
+        return config
+    record = None
+    if config.task in ("brain_age", "regression"):
+        record = C.regression_record_from_metrics(config.metrics, unit=config.age_unit if config.task == "brain_age" else "")
+    elif config.task == "hie_outcome" and evaluation is not None:
+        folder = evaluation if evaluation.is_dir() else evaluation.parent
+        method = config.provenance.get("method")
+        if (folder / "results.jsonl").is_file() and method:
+            try:
+                record = C.binary_record_from_experiment(folder, method,
+                                                         synthetic=bool(config.provenance.get("synthetic")))
+            except ValueError as exc:
+                raise ReleaseError(f"{folder}: cannot calibrate method {method!r} from its results: {exc}") from exc
+            C.write_reliability(record, folder, method)
+    if record is None:
+        log.info("no uncertainty record for this release (no CV residuals or out-of-fold probabilities)")
+        return config
+    return dataclasses.replace(config, uncertainty=record)
+
+
 def _release_note(
     run_dir: Path, checkpoint: Path, config: Any, metrics_sha: str | None, onnx: dict[str, Any], repo_id: str | None,
     evaluation_sha: str | None = None,
@@ -222,6 +254,7 @@ def build_release(
     if metrics and not config.metrics:  # config.json carries the measured evaluation too (not the loss history)
         own = metrics["metrics"] if isinstance(metrics.get("metrics"), dict) else metrics
         config = dataclasses.replace(config, metrics=own)
+    config = with_uncertainty(config, Path(evaluation) if evaluation is not None else None)
     evaluation_sha = None
     if evaluation is not None:  # the card (not config.json) also shows the cross-validated protocols
         metrics, evaluation_sha = _with_evaluation(metrics, Path(evaluation))

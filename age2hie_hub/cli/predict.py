@@ -22,6 +22,7 @@ CHALLENGE_ZADC = Path("images/z-score-adc")
 CHALLENGE_OUTPUT = "2-year-neurocognitive-outcome.json"
 CSV_COLUMNS = (
     "source", "status", "task", "label", "probability", "threshold", "age", "age_sd", "age_unit", "value",
+    "interval_low", "interval_high", "interval_level", "calibrated_probability", "prediction_set", "set_level",
     "model", "revision", "weights_sha256", "synthetic_model", "backend", "device", "warnings", "error",
 )
 
@@ -217,18 +218,36 @@ def _emit_failure(source: str, reason: str, args: argparse.Namespace) -> dict[st
     return row
 
 
+NO_INTERVAL = "no interval recorded for this model"
+NO_CALIBRATION = "no calibration recorded for this model"
+
+
+def _pct(level: float) -> str:
+    return f"{level * 100:g} %"
+
+
 def format_prediction(p: Any) -> str:
-    """One human-readable line for a Prediction."""
+    """One human-readable line for a Prediction, with its interval / calibrated probability and set when the
+    model records them (and a note saying it records none when it does not)."""
     name = Path(p.source).name if p.source else "<array>"
+    interval = (f"[{_pct(p.interval_level)} interval {p.interval[0]:.1f} - {p.interval[1]:.1f}]"
+                if p.interval is not None and p.interval_level is not None else f"[{NO_INTERVAL}]")
     if p.task == "hie_outcome":
-        result = f"{p.label}  P(adverse outcome) = {p.probability:.3f}  (threshold {p.threshold:.2f})"
+        result = f"{p.label}  P(adverse outcome) = {p.probability:.3f}"
+        if p.calibrated_probability is not None:
+            result += f" (calibrated {p.calibrated_probability:.3f})"
+        result += f"  (threshold {p.threshold:.2f})"
+        if p.prediction_set is not None and p.set_level is not None:
+            result += f"  [{_pct(p.set_level)} prediction set {{{', '.join(p.prediction_set)}}}]"
+        elif p.calibrated_probability is None:
+            result += f"  [{NO_CALIBRATION}]"
     elif p.task == "brain_age":
         sd = f" ± {p.age_sd:.1f}" if p.age_sd is not None else ""
-        result = f"brain age {p.age:.1f}{sd} {p.age_unit}"
+        result = f"brain age {p.age:.1f}{sd} {p.age_unit} {interval}"
     elif p.task == "classification":
         result = f"{p.label}  (p = {max(p.probabilities):.3f})"
     else:
-        result = f"value {p.value:.4g}"
+        result = f"value {p.value:.4g} {interval}"
     return f"{name}: {result}"
 
 
@@ -256,7 +275,11 @@ def _write_results(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "warnings": "; ".join(row.get("warnings") or ())})
+            interval = row.get("interval") or (None, None)
+            writer.writerow({**row, "warnings": "; ".join(row.get("warnings") or ()),
+                             "interval_low": interval[0], "interval_high": interval[1],
+                             "prediction_set": "{" + "|".join(row["prediction_set"]) + "}"
+                             if row.get("prediction_set") is not None else None})
         text = buf.getvalue()
     write_text_atomic(path, text)
 

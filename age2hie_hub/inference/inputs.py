@@ -164,6 +164,7 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
     volume, unit, guessed, notes = _as_channel(first, modalities[0], name)
     warnings = list(volume.metadata.get("warnings") or ()) + check_volume(volume, modalities[0], training_range, name)
     channels = [volume]
+    qc_inputs, qc_names = [(volume, unit)], [name]  # input QC against the training inputs' record
     if len(modalities) > 1:
         if second_channel is None:
             raise ValueError(
@@ -173,7 +174,9 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
         second = to_volume(second_channel, "second_channel")
         second_source = _source(second_channel, second)
         second_name = Path(second_source).name if second_source else "second channel"
-        second, _, _, second_notes = _as_channel(second, modalities[1], second_name)
+        second, second_unit, _, second_notes = _as_channel(second, modalities[1], second_name)
+        qc_inputs.append((second, second_unit))
+        qc_names.append(second_name)
         warnings += list(second.metadata.get("warnings") or ()) + check_volume(
             second, modalities[1], training_range, second_name
         )
@@ -182,6 +185,10 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
     elif second_channel is not None:
         warnings.append(f"{name}: the model takes one channel ({modalities[0]}); the second channel was ignored")
 
+    if getattr(config, "input_qc", None):
+        from age2hie_hub.inference.qc import qc_warnings
+
+        warnings += qc_warnings(qc_inputs, config.input_qc, modalities, qc_names)
     pre = preprocess(channels, config.preprocess)
     array = np.ascontiguousarray(pre.array, dtype=np.float32)
     return PreparedInput(

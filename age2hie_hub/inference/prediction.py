@@ -27,6 +27,12 @@ class Prediction:
     age_unit: str | None = None
     probabilities: tuple[float, ...] | None = None
     value: float | None = None
+    # Uncertainty from the checkpoint's record (config.json `uncertainty`); None when it records none.
+    interval: tuple[float, float] | None = None  # brain age / regression: prediction interval (low, high)
+    interval_level: float | None = None  # e.g. 0.9: the interval holds the truth with probability >= 0.9
+    calibrated_probability: float | None = None  # hie_outcome: P(adverse) after the recorded calibration map
+    prediction_set: tuple[str, ...] | None = None  # hie_outcome: conformal set of labels at set_level
+    set_level: float | None = None
     # Which model ran: the name as given, the Hub repo and revision when it came from there,
     # and the sha256 of the weights file that ran (safetensors for torch, model.onnx for onnx).
     model: str = ""
@@ -51,6 +57,10 @@ class Prediction:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.probabilities is not None:
             object.__setattr__(self, "probabilities", tuple(float(p) for p in self.probabilities))
+        if self.interval is not None:
+            object.__setattr__(self, "interval", tuple(float(v) for v in self.interval))
+        if self.prediction_set is not None:
+            object.__setattr__(self, "prediction_set", tuple(self.prediction_set))
 
     @property
     def score(self) -> float | None:

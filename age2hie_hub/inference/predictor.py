@@ -84,6 +84,13 @@ class Predictor:
     """
 
     def __init__(self, backend: Backend, config: CheckpointConfig, model: ModelInfo) -> None:
+        if config.uncertainty:
+            from age2hie_hub.inference.uncertainty import check_record
+
+            try:
+                check_record(config.uncertainty, config.task)
+            except ValueError as exc:
+                raise CheckpointError(f"model {model.name!r}: config.json: {exc}") from None
         self.backend = backend
         self.config = config
         self.model_info = model
@@ -324,6 +331,11 @@ class Predictor:
         else:  # regression: the head's single number
             key = "value" if "value" in out else "age"
             fields["value"] = float(out[key])
+        if cfg.uncertainty:
+            from age2hie_hub.inference.uncertainty import apply
+
+            fields.update(vars(apply(cfg.uncertainty, value=fields.get("age", fields.get("value")),
+                                     p_positive=fields.get("probability"), labels=cfg.labels)))
         return Prediction(
             source=item.source,
             task=cfg.task,

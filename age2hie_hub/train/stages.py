@@ -33,6 +33,7 @@ from age2hie_hub.train import metrics as M
 from age2hie_hub.train.cache import PreprocessCache
 from age2hie_hub.train.config import MethodConfig, PretrainConfig, TransferConfig
 from age2hie_hub.train.data import ArrayDataset, hash_seed
+from age2hie_hub.train.input_stats import checkpoint_records
 from age2hie_hub.train.loop import FitResult, LoopConfig, fit, predict
 from age2hie_hub.train.manifest import Cohort, read_cohort
 from age2hie_hub.train.objective import Objective
@@ -300,7 +301,9 @@ def pretrain(cfg: PretrainConfig, cohort: Cohort | None = None) -> dict[str, Any
         ck = _checkpoint_config(model, prep, task="brain_age", labels=(), cohort=cohort, seed=cfg.seed, parent=None,
                                 metrics=metrics, synthetic=cfg.synthetic, age_unit=cfg.age_unit,
                                 extra={"stage": "pretrain_brain_age"})
-        ck = dataclasses.replace(ck, training_range={"age": [float(ages.min()), float(ages.max())]})
+        ck = dataclasses.replace(ck, training_range={"age": [float(ages.min()), float(ages.max())]},
+                                 **checkpoint_records(cohort, ck.input_modalities, metrics, ck.task,
+                                                      workers=max(1, cfg.preprocess_workers), age_unit=cfg.age_unit))
         save_pretrained(model.cpu(), run_dir / "checkpoint", ck)
         write_json(out, run_dir / "metrics.json")
         if test.size:
@@ -388,6 +391,8 @@ def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any
                                 parent=res.provenance.get("parent"), metrics=metrics, synthetic=cfg.synthetic,
                                 extra={"stage": "+".join(cfg.method.stages), "method": cfg.method.name,
                                        **_parent_extra(res.provenance)})
+        ck = dataclasses.replace(ck, **checkpoint_records(cohort, ck.input_modalities, metrics, ck.task,
+                                                          workers=max(1, cfg.preprocess_workers)))
         save_pretrained(res.model, run_dir / "checkpoint", ck)
         write_json(out, run_dir / "metrics.json")
     D.barrier()
