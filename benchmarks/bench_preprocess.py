@@ -4,8 +4,9 @@
 
 Inputs are synthetic (an ellipsoidal "brain" with noise) at the sizes that matter: a BONBID-HIE ADC map
 (256x256x40 at 0.9x0.9x2.5 mm, straight and 12 degrees oblique, ADC + Z-ADC) and an adult T1
-(256x256x176 at 1 mm -> SFCN's 160x192x160). The second table times the resampling step alone with three
-backends on the same grids, which is why resample.py uses SimpleITK.
+(256x256x176 at 1 mm -> SFCN's 160x192x160), and a whole-head grid as in IXI (120x120x90 at 2 mm, noisy
+background) with crop "brain" at 4 mm; with and without anti-aliasing (on by default). The second table
+times the resampling step alone with three backends on the same grids, which is why resample.py uses SimpleITK.
 """
 from __future__ import annotations
 
@@ -94,8 +95,19 @@ def main() -> None:
     t1 = brain((256, 256, 176), affine_of((1.0, 1.0, 1.0)), adult)
     hie = dict(spacing=(2, 2, 2), shape=(64, 64, 48))
     sfcn = dict(spacing=(1, 1, 1), shape=(160, 192, 160), intensity="mean")
+    head = brain((120, 120, 90), affine_of((2.0, 2.0, 2.0)), (180, 220, 200))  # IXI-sized whole-head grid
+    head = head.with_data(head.data * 1e6 + np.float32(20.0))  # T1-like values, noisy non-zero background
+    bonbid = dict(spacing=(3.5, 3.5, 3.5), shape=(32, 36, 28))
+    ixi = dict(spacing=(4, 4, 4), shape=(40, 48, 40), crop="brain", foreground="otsu")
     cases = [
         ("BONBID ADC -> 2 mm 64x64x48", adc, PreprocessConfig(**hie)),
+        ("  same, antialias off", adc, PreprocessConfig(**hie, antialias=False)),
+        ("BONBID ADC -> 3.5 mm 32x36x28", adc, PreprocessConfig(**bonbid)),
+        ("  same, antialias off", adc, PreprocessConfig(**bonbid, antialias=False)),
+        ("head 2 mm -> 4 mm, crop brain", head, PreprocessConfig(**ixi)),
+        ("  same, antialias off", head, PreprocessConfig(**ixi, antialias=False)),
+        ("  same, crop foreground threshold", head, PreprocessConfig(**{**ixi, "crop": "foreground",
+                                                                        "foreground": "threshold"})),
         ("  same, nearest", adc, PreprocessConfig(**hie, interpolation="nearest")),
         ("  same, bspline", adc, PreprocessConfig(**hie, interpolation="bspline")),
         ("  same, adc_fixed + clip", adc, PreprocessConfig(**hie, intensity="adc_fixed", clip=(0, 3))),

@@ -110,6 +110,9 @@ def brain_anchor(mask: np.ndarray, affine: np.ndarray, slab_mm: float = BRAIN_SL
     move the anchor; None when the mask is empty.
     """
     mask, affine = storage_order(mask, affine)
+    rot = affine[:3, :3]
+    if np.count_nonzero(rot) == 3:  # axis-aligned (permuted/flipped): projections instead of every voxel
+        return _brain_anchor_aligned(mask, affine, slab_mm)
     idx = np.nonzero(mask)
     if idx[0].size == 0:
         return None
@@ -120,6 +123,36 @@ def brain_anchor(mask: np.ndarray, affine: np.ndarray, slab_mm: float = BRAIN_SL
     ra = affine[:2, :3] @ ijk + affine[:2, 3:4]
     point = np.array([ra[0].mean(), ra[1].mean(), top])
     return BrainAnchor(point=point, ap_extent=float(np.ptp(ra[1])), r_range=(float(ra[0].min()), float(ra[0].max())))
+
+
+def _brain_anchor_aligned(mask: np.ndarray, affine: np.ndarray, slab_mm: float) -> BrainAnchor | None:
+    """brain_anchor on a grid whose index axes each run along one world axis: per-axis voxel counts suffice."""
+    axis_of = [int(np.flatnonzero(affine[w, :3])[0]) for w in range(3)]  # index axis along R, A, S
+
+    def world(w: int, index: np.ndarray) -> np.ndarray:
+        return affine[w, axis_of[w]] * index + affine[w, 3]
+
+    a_s = axis_of[2]
+    others = tuple(a for a in range(3) if a != a_s)
+    per_s = np.count_nonzero(mask, axis=others)
+    ks = np.flatnonzero(per_s)
+    if ks.size == 0:
+        return None
+    s_of = world(2, ks.astype(np.float64))
+    top = float(s_of.max())
+    keep = ks[s_of >= top - slab_mm]
+    sub = np.take(mask, np.arange(keep.min(), keep.max() + 1), axis=a_s)
+    sub = np.take(sub, keep - keep.min(), axis=a_s)  # only the slab's slices (a contiguous run of them)
+    centre, extent = [], []
+    for w in (0, 1):
+        a = axis_of[w]
+        counts = np.count_nonzero(sub, axis=tuple(b for b in range(3) if b != a))
+        coords = world(w, np.arange(counts.size, dtype=np.float64))
+        centre.append(float(counts @ coords / counts.sum()))
+        used = coords[counts > 0]
+        extent.append((float(used.min()), float(used.max())))
+    return BrainAnchor(point=np.array([centre[0], centre[1], top]), ap_extent=extent[1][1] - extent[1][0],
+                       r_range=extent[0])
 
 
 def brain_center(anchor: BrainAnchor, offset: tuple[float, float, float] | None) -> np.ndarray:

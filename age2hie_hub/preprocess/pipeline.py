@@ -289,7 +289,7 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
                 )
         out[c] = resample_array(
             vol.data, vol.affine, grid.affine, grid.shape, config.interpolation, source=_name(vol, c),
-            antialias=config.antialias,
+            antialias=config.antialias, zero_background=config.foreground == "threshold",
         )
 
     out_mask = out[0] > level
