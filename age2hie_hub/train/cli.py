@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--run-dir", help="override the config's run_dir")
         s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
         s.add_argument("--json", action="store_true", help="print the resulting metrics as JSON")
+        _add_set(s)
         add_verbosity(s)
     t = sub.add_parser("lesion-targets", help=LESION_HELP, description=LESION_HELP + (
         ". The brain is the ADC's non-background region (background read from the grid's border; the Z-ADC map's, "
@@ -46,12 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("config", type=Path, help="YAML or JSON ScoreConfig (model, data, positive, run_dir, ...)")
     s.add_argument("--run-dir", help="override the config's run_dir")
     s.add_argument("--json", action="store_true", help="print the resulting metrics as JSON")
+    _add_set(s)
     add_verbosity(s)
     d = sub.add_parser("defaults", help="print a config with every field at its default")
     d.add_argument("kind", choices=sorted([*COMMANDS, "score"]))
     d.add_argument("--format", choices=("yaml", "json"), default="yaml")
     add_verbosity(d)
     return p
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable; YAML values, e.g. --set loop.epochs=3 "
+                             "--set preprocess.spacing=[4,4,4]); checked like the file")
 
 
 LESION_HELP = ("BONBID-HIE lesion burden per case (lesion voxels / brain voxels, from 3LABEL) -> a target table "
@@ -93,7 +101,7 @@ def _body(args: argparse.Namespace) -> int:
 
     from age2hie_hub.train import distributed as D
 
-    cfg = load_config(args.config, _config_class(args.command))
+    cfg = load_config(args.config, _config_class(args.command), args.overrides)
     if args.run_dir:
         cfg = dataclasses.replace(cfg, run_dir=args.run_dir)
     if args.resume:
@@ -185,7 +193,7 @@ def _score(args: argparse.Namespace) -> int:
     from age2hie_hub.train.config import load_config
     from age2hie_hub.train.score import ScoreConfig, score_checkpoint, score_markdown
 
-    cfg = load_config(args.config, ScoreConfig)
+    cfg = load_config(args.config, ScoreConfig, args.overrides)
     if args.run_dir:
         cfg = dataclasses.replace(cfg, run_dir=args.run_dir)
     _log_to_file(Path(cfg.run_dir) / "score.log")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,8 +222,94 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def load_config(path: str | Path, cls: type) -> Any:
-    """A config from a .yaml/.yml/.json file; missing fields take their defaults."""
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str], cls: type) -> dict[str, Any]:
+    """``data`` with ``section.key=value`` overrides applied (``--set``, the Hydra/MONAI habit).
+
+    Values are read as YAML (``3``, ``1e-4``, ``true``, ``[4, 4, 4]``, ``null``, ``{a: 1}``); a numeric key
+    indexes a list (``methods.0.weights=brain-age``). Keys are checked against the dataclass fields on the way
+    down, so a typo is an error naming the valid keys; the result is then validated exactly like the file.
+    """
+    import yaml
+
+    data = json.loads(json.dumps(data))  # a deep copy of plain data; the caller's dict is left alone
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected section.key=value, e.g. --set loop.epochs=3")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+        value = _yaml11_float(value)
+        parts = key.strip().split(".")
+        node: Any = data
+        hint: Any = cls
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the config"
+            hint = _unwrap_optional(hint)
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ValueError(f"--set {item!r}: {where} is a list of {len(node)}; use an index 0-{len(node) - 1}")
+                index = int(part)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+                hint = typing.get_args(hint)[0] if typing.get_args(hint) else Any
+                continue
+            if dataclasses.is_dataclass(hint):
+                fields = {f.name: f for f in dataclasses.fields(hint)}
+                if part not in fields:
+                    raise ValueError(f"--set {item!r}: unknown key {part!r} under {where}; "
+                                     f"valid keys are {sorted(fields)}")
+                child_hint = typing.get_type_hints(hint)[part]
+            else:
+                child_hint = Any  # a free-form mapping (data, model, preprocess): its own reader validates it
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {where} is not a section (it holds {node!r})")
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    default = _default_of(hint, part) if dataclasses.is_dataclass(hint) else None
+                    node[part] = default if default is not None else {}
+                node = node[part]
+            hint = child_hint
+    return data
+
+
+def _yaml11_float(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; on a command line it is meant as a number."""
+    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_yaml11_float(v) for v in value]
+    return value
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else hint
+    return hint
+
+
+def _default_of(cls: type, name: str) -> Any:
+    """The plain-data default of field ``name`` of ``cls`` (a section the file left out), or None."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return None
+    return None if value is None else json.loads(json.dumps(to_plain(value)))
+
+
+def load_config(path: str | Path, cls: type, overrides: typing.Sequence[str] = ()) -> Any:
+    """A config from a .yaml/.yml/.json file; missing fields take their defaults; ``overrides`` are
+    ``section.key=value`` strings applied on top (:func:`apply_overrides`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
@@ -239,6 +326,11 @@ def load_config(path: str | Path, cls: type) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper()}{where}: {reason}") from None
+    if overrides:
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        data = apply_overrides(data, overrides, cls)
+        return from_dict(cls, data, f"{path} (with --set)")
     return from_dict(cls, data, str(path))
 
 
