@@ -85,7 +85,7 @@ def run_experiment(cfg: ExperimentConfig, *, evaluate_only: bool = False) -> dic
     out = {"summary": summary, "comparisons": comparisons, "learning_curve": lc, "timings": timings,
            "pretrain": pre_out["metrics"] if pre_out else None, "n_cases": len(cohort),
            "sites": {str(s): int((cohort.sites == s).sum()) for s in sorted(set(cohort.sites))},
-           "synthetic": tcfg.synthetic}
+           "synthetic": tcfg.synthetic, "target": cohort.target_name}
     if D.rank() == 0:
         _write_outputs(out, run_dir, synthetic=tcfg.synthetic)
     D.barrier()
@@ -105,7 +105,7 @@ def _write_outputs(out: dict[str, Any], run_dir: Path, synthetic: bool) -> None:
                f"Held-out test MAE {p['test_mae']:.2f} (95 % CI {p['test_mae_ci95'][0]:.2f}-{p['test_mae_ci95'][1]:.2f}), "
                f"predict-the-mean baseline MAE {p['baseline_predict_mean_mae']:.2f}, Pearson r {p['test_pearson_r']:.3f}, "
                f"bias {p['test_bias']:+.2f}; n train/val/test {p['n_train']}/{p['n_val']}/{p['n_test']}.", ""]
-    md.append(report.markdown_table(out["summary"], out["comparisons"], title=f"{label}outcome prediction",
+    md.append(report.markdown_table(out["summary"], out["comparisons"], title=f"{label}{out.get('target', 'outcome')} prediction",
                                     note=f"{out['n_cases']} cases, sites {out['sites']}."))
     md.append(report.learning_curve_markdown(out["learning_curve"]))
     md.append("Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in out["timings"].items()))

@@ -1,4 +1,4 @@
-"""learning_curve.seeds: the curve runs on the chosen seeds' splits only (the protocol grid on every seed)."""
+"""The experiment grid: learning curves on chosen seeds only; tables that name the target they were run on."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,3 +34,20 @@ def test_learning_curve_runs_on_the_chosen_seeds(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"learning_curve.seeds \[5\] are not among"):
         run_grid(cohort, [None] * len(cohort), methods, TransferConfig(), protocols=("same_site",), k=2,
                  seeds=(0, 1), run_dir=tmp_path / "b", learning_curve=LearningCurveConfig(seeds=(5,)), progress=False)
+
+
+def test_tables_name_the_target_not_outcome(tmp_path):
+    """A proxy target (lesion burden) is never called an outcome in the experiment's table."""
+    from age2hie_hub.train.experiment import _write_outputs
+
+    cell = {"n": 1, "mean": 0.8, "sd": 0.0, "ci_low": 0.8, "ci_high": 0.8}
+    summary = [{"method": "scratch", "protocol": "same_site", "n_splits": 1, "n_seeds": 1,
+                **{f"{k}_{s}": cell[s] if s != "text" else "0.8" for k in ("accuracy", "auc") for s in
+                   ("mean", "sd", "ci_low", "ci_high", "text")}}]
+    out = {"summary": summary, "comparisons": [], "learning_curve": [], "timings": {}, "pretrain": None,
+           "n_cases": 5, "sites": {"MGH": 5}, "synthetic": False, "target": "lesion_burden_ge_1pct"}
+    _write_outputs(out, tmp_path, synthetic=False)
+    md = (tmp_path / "table.md").read_text()
+    assert "lesion_burden_ge_1pct prediction" in md and "outcome" not in md.lower()
+    _write_outputs({**out, "target": "outcome"}, tmp_path, synthetic=False)
+    assert "outcome prediction" in (tmp_path / "table.md").read_text()
