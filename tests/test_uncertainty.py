@@ -165,6 +165,7 @@ def age_ckpts(tmp_path_factory):
     return plain, with_interval, record["regression"]["quantile"]
 
 
+@pytest.mark.numerics
 def test_checkpoint_without_records_predicts_as_before_and_says_it_has_no_interval(age_ckpts, scan, capsys):
     from age2hie_hub.cli.predict import main
 
