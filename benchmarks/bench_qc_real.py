@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hie", type=Path, help="the synthetic HIE training cohort (BONBID layout); default: made here")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--models", nargs=2, metavar=("BRAIN_AGE", "AGE2HIE"),
+                    help="also score against the input_qc records these two checkpoints carry (e.g. the bundled "
+                    "brain-age age2hie); their IXI / synthetic rows are then in-sample")
     args = ap.parse_args(argv)
 
     from age2hie_hub.train.manifest import read_bids, read_cohort
@@ -114,6 +117,22 @@ def main(argv: list[str] | None = None) -> int:
         ("BONBID ADC -> age2hie (right kind, real)", [flags_of(f, hie_record, "ADC") for f in f_bon_adc], "<= 5 %"),
         ("synthetic ADC -> age2hie (own cohort, CV)", synth_flags, "(in-distribution check)"),
     ]
+    if args.models:
+        from age2hie_hub.hub.resolve import resolve_checkpoint
+        from age2hie_hub.hub import read_config
+
+        recs = []
+        for name in args.models:
+            cfg = read_config(resolve_checkpoint(name).folder)
+            if not cfg.input_qc:
+                raise SystemExit(f"{name}: its config.json has no input_qc record")
+            recs.append(cfg.input_qc["channels"][0])
+        rows += [
+            (f"IXI T1 -> {args.models[0]} record (in-sample)", [flags_of(f_ixi_t1[p], recs[0], "T1w") for p in ixi_all], "<= 5 %"),
+            (f"BONBID ADC -> {args.models[0]} record", [flags_of(f, recs[0], "T1w") for f in f_bon_t1], ">= 95 %"),
+            (f"IXI T1 -> {args.models[1]} record", [flags_of(f, recs[1], "ADC") for f in f_ixi_adc], ">= 95 %"),
+            (f"BONBID ADC -> {args.models[1]} record (real)", [flags_of(f, recs[1], "ADC") for f in f_bon_adc], "<= 5 %"),
+        ]
     print(f"# Input QC on real scans (margin {qc.MARGIN}; records: IXI T1 n={len(ixi_train)}, synthetic HIE ADC "
           f"n={len(synth)}); features of {len(ixi_all) * 2 + len(bonbid) * 2 + len(synth)} reads in {t_feat:.0f} s "
           f"on {args.workers} threads (shared, noisy machine)\n")
