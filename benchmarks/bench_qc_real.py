@@ -117,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         ("BONBID ADC -> age2hie (right kind, real)", [flags_of(f, hie_record, "ADC") for f in f_bon_adc], "<= 5 %"),
         ("synthetic ADC -> age2hie (own cohort, CV)", synth_flags, "(in-distribution check)"),
     ]
+    xa30 = args.data / "siemens_xa30_dwi"
+    if xa30.is_dir():  # one real adult scan of each kind from another scanner (Siemens Prisma, XA30)
+        adult_adc = features([str(xa30 / "scanner_adc")], "ADC", 1)
+        siemens_t1 = features([str(xa30 / "t1w")], "T1w", 1)
+        rows += [
+            ("adult ADC (Siemens XA30) -> age2hie (wrong age group)", [flags_of(f, hie_record, "ADC") for f in adult_adc], "flag"),
+            ("adult T1 MPRAGE (Siemens XA30) -> brain-age (right kind, other scanner)",
+             [flags_of(f, record_all, "T1w") for f in siemens_t1], "pass"),
+        ]
     if args.models:
         from age2hie_hub.hub.resolve import resolve_checkpoint
         from age2hie_hub.hub import read_config
