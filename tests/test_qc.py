@@ -125,3 +125,14 @@ def test_features_of_skull_stripped_and_whole_head_scans_differ_where_expected()
     assert adc["zero_fraction"] > 0.3 > t1["zero_fraction"]  # masked background vs noise
     assert t1["background_ratio"] > adc["background_ratio"]
     assert t1["foreground_ml"] > 5 * adc["foreground_ml"] and t1["extent_mm"] > 1.5 * adc["extent_mm"]
+
+
+def test_a_malformed_record_is_refused_when_the_model_loads(tmp_path):
+    from age2hie_hub.errors import CheckpointError
+
+    ckpt = make_checkpoint(tmp_path / "m")
+    raw = json.loads((ckpt / "config.json").read_text())
+    raw["input_qc"] = {"channels": [{"features": {"foreground_ml": {"median": 400}}}]}
+    (ckpt / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="foreground_ml"):
+        Predictor.from_pretrained(ckpt, device="cpu")

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -59,6 +60,7 @@ class RunStats:
     forward_s: float = 0.0  # time inside the backend's forward
     wait_s: float = 0.0  # time the forward loop waited on reading/preprocessing
     startup_s: float = 0.0  # until the first batch was ready: the pipeline's unavoidable fill time
+    forward_threads: int = 0  # torch intra-op threads during the run (0: not set by predict_many)
 
     @property
     def forward_busy(self) -> float:
@@ -84,11 +86,12 @@ class Predictor:
     """
 
     def __init__(self, backend: Backend, config: CheckpointConfig, model: ModelInfo) -> None:
-        if config.uncertainty:
-            from age2hie_hub.inference.uncertainty import check_record
+        if config.uncertainty or config.input_qc:
+            from age2hie_hub.inference import qc, uncertainty
 
             try:
-                check_record(config.uncertainty, config.task)
+                uncertainty.check_record(config.uncertainty, config.task)
+                qc.check_record(config.input_qc, config.preprocess.channels)
             except ValueError as exc:
                 raise CheckpointError(f"model {model.name!r}: config.json: {exc}") from None
         self.backend = backend
@@ -206,6 +209,8 @@ class Predictor:
         executor="thread" (default: the heavy steps release the GIL, measured as fast as processes
         on 2 cores without their start-up cost) or "process". errors="raise" stops at the first unreadable
         scan; errors="return" puts the exception in its place in the result list and goes on.
+        The torch backend on CPU runs its forward on the cores the workers leave (at least one thread) for the
+        duration of the run, see `forward_threads`.
         """
         if errors not in ("raise", "return"):
             raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
@@ -250,7 +255,9 @@ class Predictor:
         # Keep a bounded number of scans in flight: enough to fill the next batch while this one runs,
         # few enough that memory stays at about two batches of preprocessed volumes.
         lookahead = batch_size + workers
-        with _pool(executor, workers) as pool, _progress_bar(len(items), progress) as bar:
+        with _pool(executor, workers) as pool, _progress_bar(len(items), progress) as bar, \
+                forward_threads(self.backend, workers) as threads:
+            stats.forward_threads = threads
             pending: deque[tuple[int, Future[PreparedInput]]] = deque()
             next_index = 0
 
@@ -356,6 +363,35 @@ class Predictor:
             notes=item.notes,
             **fields,
         )
+
+
+@contextmanager
+def forward_threads(backend: Any, workers: int) -> Iterator[int]:
+    """While predict_many runs: torch's intra-op threads on CPU = the cores its `workers` leave, at least 1, never
+    more than were set; restored afterwards. Yields that number (0 for other backends and devices: untouched).
+
+    Measured on 2 cores (benchmarks/bench_vs_monai.py, 68 BONBID-HIE ADC maps, batch 8, two reader threads):
+    with torch's default two threads the forward took 4-5 s of a 4.5-5 s run (its OpenMP threads spin-wait
+    for a core the readers hold) and 66-73 ms of CPU per scan; on one thread 1.0-1.2 s, 31-34 ms per scan,
+    and 2.2x the scans per second.
+    """
+    if getattr(backend, "backend", None) != "torch" or not str(backend.device).startswith("cpu"):
+        yield 0
+        return
+    import torch  # already imported by the torch backend
+
+    from age2hie_hub.onnx.providers import physical_cores
+
+    before = torch.get_num_threads()
+    threads = max(1, min(before, physical_cores() - workers))
+    if threads == before:
+        yield threads
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def _pool(executor: str, workers: int) -> Executor:

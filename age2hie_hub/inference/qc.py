@@ -204,6 +204,19 @@ def check_channel(features: dict[str, Any], record: dict[str, Any], modality: st
     return flags
 
 
+def check_record(input_qc: dict[str, Any], n_channels: int) -> None:
+    """Refuse a malformed ``input_qc`` record when the checkpoint loads (ValueError naming what is wrong)."""
+    if not input_qc:
+        return
+    channels = input_qc.get("channels")
+    if not isinstance(channels, list) or not 1 <= len(channels) <= n_channels:
+        raise ValueError(f"input_qc needs a 'channels' list of 1-{n_channels} records")
+    for i, record in enumerate(channels):
+        for name, stats in (record.get("features") or {}).items():
+            if name in FEATURES and not all(isinstance(stats.get(k), (int, float)) for k in ("p01", "p99")):
+                raise ValueError(f"input_qc channel {i} feature {name!r} lacks numeric p01/p99")
+
+
 def qc_flags(channels: Sequence[tuple[Volume, str | None]], input_qc: dict[str, Any],
              modalities: Sequence[str]) -> list[Flag]:
     """Flags of every recorded channel; ``channels`` are (volume as read for the model, ADC unit found or None)."""
