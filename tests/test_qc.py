@@ -136,3 +136,17 @@ def test_a_malformed_record_is_refused_when_the_model_loads(tmp_path):
     (ckpt / "config.json").write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match="foreground_ml"):
         Predictor.from_pretrained(ckpt, device="cpu")
+
+
+def test_input_stats_command_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from age2hie_hub.train.input_stats import main
+
+    ckpt = make_checkpoint(tmp_path / "m")
+    before = (ckpt / "config.json").read_bytes()
+    assert main([str(ckpt), "--config", str(tmp_path / "missing.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.yaml" in err[0]
+    (tmp_path / "nodata.yaml").write_text("seed: 0\n")
+    assert main([str(ckpt), "--config", str(tmp_path / "nodata.yaml")]) == 1
+    assert "no data section" in capsys.readouterr().err
+    assert (ckpt / "config.json").read_bytes() == before
