@@ -256,6 +256,7 @@ def train_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> P
 
     from age2hie_hub.hub import save_pretrained
     from age2hie_hub.train.config import to_dict
+    from age2hie_hub.train.input_stats import checkpoint_records
     from age2hie_hub.train.manifest import read_cohort
     from age2hie_hub.train.stages import _checkpoint_config, _labels, _target_preprocess, cached_arrays, fit_split, write_json
 
@@ -285,6 +286,9 @@ def train_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> P
                                 synthetic=cfg.synthetic,
                                 extra={"stage": "+".join(method.stages), "method": method.name,
                                        "parent_weights_sha256": parent_sha, "evaluation": f"{exp.run_dir}/metrics.json"})
+        # The training inputs' QC record, as stages.transfer writes it (the calibration is added by the release).
+        ck = dataclasses.replace(ck, **checkpoint_records(cohort, ck.input_modalities, metrics, ck.task,
+                                                          workers=max(1, cfg.preprocess_workers)))
         save_pretrained(res.model, run_dir / "checkpoint", ck)
         write_json({"metrics": metrics, "history": res.history, "checkpoint": str(run_dir / "checkpoint")},
                    run_dir / "metrics.json")
