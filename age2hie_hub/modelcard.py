@@ -674,13 +674,19 @@ def _uncertainty_text(config: CheckpointConfig) -> str:
     if binary:
         nested = binary.get("nested") or {}
         cal, conf = binary["calibration"], binary["conformal"]
+        if cal.get("applied", True):
+            use = "gives the calibrated probability reported next to the raw one"
+        else:
+            use = ("did not improve held-out probabilities (nested check below), so it is not applied: predictions "
+                   "report the raw probability only")
         text = (f"**Calibration**: out-of-fold probabilities ({binary['n']} cases) have ECE {binary['ece_raw']:.3f} "
-                f"(10 equal-width bins); a Platt map (a = {cal['a']:.3f}, b = {cal['b']:.3f}) fitted on them gives the "
-                f"calibrated probability reported next to the raw one. **Prediction set**: a {_pct(float(conf['level']))} "
-                "conformal set of labels comes with every prediction (both labels: the model cannot tell at that level).")
+                f"(10 equal-width bins); a Platt map (a = {cal['a']:.3f}, b = {cal['b']:.3f}) fitted on them {use}. "
+                f"**Prediction set**: a {_pct(float(conf['level']))} conformal set of labels comes with every "
+                "prediction (both labels: the model cannot tell at that level).")
         if nested:
             text += (f" Checked nested (fitted on the other folds): ECE {nested['ece_raw']:.3f} raw -> "
-                     f"{nested['ece_calibrated']:.3f} calibrated; the sets held the true label in "
+                     f"{nested['ece_calibrated']:.3f} with the map, Brier {nested['brier_raw']:.3f} -> "
+                     f"{nested['brier_calibrated']:.3f}; the sets held the true label in "
                      f"{nested['set_coverage'] * 100:.1f} % of {nested['n']} held-out cases.")
         if binary.get("synthetic"):
             text += " Measured on synthetic data."

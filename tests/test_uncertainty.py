@@ -90,6 +90,19 @@ def test_platt_recovers_a_known_miscalibration_and_leaves_a_calibrated_model_alo
     assert C.ece(y, platt(p, fit["a"], fit["b"])) < 0.02
 
 
+def test_the_map_is_applied_only_when_it_improves_held_out_probabilities():
+    rng = np.random.default_rng(6)
+    p = rng.uniform(0.02, 0.98, 400)
+    calibrated = (rng.uniform(size=p.size) < p).astype(float)
+    overconfident = (rng.uniform(size=p.size) < platt(p, 0.4, 0.0)).astype(float)
+    kept = C.binary_record(calibrated, p)["binary"]
+    mapped = C.binary_record(overconfident, p)["binary"]
+    assert not kept["calibration"]["applied"] and "does not improve" in kept["calibration"]["why"]
+    assert mapped["calibration"]["applied"] and mapped["nested"]["brier_calibrated"] < mapped["nested"]["brier_raw"]
+    assert apply({"binary": kept}, p_positive=0.9, labels=("f", "a")).calibrated_probability is None
+    assert apply({"binary": mapped}, p_positive=0.9, labels=("f", "a")).calibrated_probability < 0.9
+
+
 def test_platt_stays_finite_when_the_classes_separate():
     fit = C.fit_platt([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
     assert all(math.isfinite(v) for v in fit.values())
@@ -109,7 +122,7 @@ def test_binary_record_sets_cover_at_the_level_on_synthetic_probabilities():
     n = 2000
     y = (rng.uniform(size=n) < 0.45).astype(float)
     p = np.clip(sigmoid_noise(y, rng), 0.001, 0.999)
-    rec = C.binary_record(y, p)["binary"]
+    rec = C.binary_record(y, p, calibrate="yes")["binary"]
     assert rec["nested"]["set_coverage"] == pytest.approx(0.9, abs=0.03)
     assert rec["n"] == n and rec["positives"] == int(y.sum())
     assert sum(r["n"] for r in rec["reliability"]["rows"]) == n
@@ -204,7 +217,7 @@ def test_outcome_model_reports_raw_and_calibrated_probability_and_a_set(tmp_path
 
     rng = np.random.default_rng(4)
     y = (rng.uniform(size=200) < 0.5).astype(float)
-    record = C.binary_record(y, np.clip(sigmoid_noise(y, rng), 0.001, 0.999))
+    record = C.binary_record(y, np.clip(sigmoid_noise(y, rng), 0.001, 0.999), calibrate="yes")
     ckpt = _add_to_config(make_checkpoint(tmp_path / "outcome"), uncertainty=record)
     p = Predictor.from_pretrained(ckpt, device="cpu").predict(scan)
     cal = record["binary"]["calibration"]

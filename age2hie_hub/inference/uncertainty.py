@@ -10,7 +10,8 @@ predictions of a cross-validation; ``age2hie_hub.train.calibration`` makes them)
   same width everywhere) or, when the record's scale line says so, a line in the prediction fitted to the
   absolute residuals (wider where the model errs more).
 - ``"binary"`` (HIE outcome): a Platt calibration map ``P_cal = sigmoid(a * logit(P) + b)`` of the raw
-  P(class 1), and a conformal prediction set: every label ``y`` with ``1 - P(y) <= q`` (``P`` raw, ``q`` the
+  P(class 1) (applied unless the record says ``"applied": false``: it did not improve held-out probabilities),
+  and a conformal prediction set: every label ``y`` with ``1 - P(y) <= q`` (``P`` raw, ``q`` the
   finite-sample quantile of ``1 - P(true label)`` over the held-out cases); it holds the true label with
   probability >= ``level``. A set of both labels means the model cannot tell at that level; an empty set
   means the scan scores as atypical for both labels.
@@ -140,8 +141,9 @@ def apply(uncertainty: dict[str, Any], *, value: float | None = None, p_positive
         cal = rec["calibration"]
         conf = rec["conformal"]
         q = float(conf["quantile"])
+        applied = cal.get("applied", True)  # records without the key were always applied
         return Applied(
-            calibrated_probability=float(platt(p_positive, float(cal["a"]), float(cal["b"]))),
+            calibrated_probability=float(platt(p_positive, float(cal["a"]), float(cal["b"]))) if applied else None,
             prediction_set=prediction_set(p_positive, q, labels) if math.isfinite(q) else None,
             set_level=float(conf["level"]),
         )

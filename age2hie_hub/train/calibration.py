@@ -8,7 +8,8 @@
   covers the bins of predicted age more evenly than the constant one. Otherwise one width for every age.
 - Binary outcome: ``binary_record(y, p)`` from an experiment's out-of-fold P(class 1) (results.jsonl rows of
   one method and protocol): a reliability table and ECE, a Platt map (two parameters: with ~150 cases the
-  honest choice; isotonic regression would overfit), and a conformal prediction set at ``level``.
+  honest choice; isotonic regression would overfit), applied at prediction time only when it improves held-out
+  probabilities (nested Brier score), and a conformal prediction set at ``level``.
 
 Both records carry a **nested** coverage check: for each fold, the quantile (and the Platt map) is fitted on
 the other folds' predictions only and applied to the held-out fold; the pooled share of covered cases is the
@@ -256,8 +257,12 @@ def nested_binary_check(y: np.ndarray, p: np.ndarray, level: float, *, folds: Se
 
 def binary_record(y: Any, p: Any, *, level: float = DEFAULT_LEVEL, folds: Sequence[int] | None = None,
                   seed: int = 0, fitted_on: str = "out-of-fold probabilities of a cross-validation",
-                  synthetic: bool | None = None) -> dict[str, Any]:
-    """The ``{"binary": ...}`` uncertainty record: reliability, ECE, Platt map, conformal set, nested check."""
+                  synthetic: bool | None = None, calibrate: str = "auto") -> dict[str, Any]:
+    """The ``{"binary": ...}`` uncertainty record: reliability, ECE, Platt map, conformal set, nested check.
+
+    ``calibrate``: "auto" applies the Platt map at prediction time only when, nested in the folds, it lowers the
+    Brier score of held-out probabilities ("yes"/"no" force it); the map is recorded either way.
+    """
     y = np.asarray(y, dtype=np.float64).ravel()
     p = np.asarray(p, dtype=np.float64).ravel()
     if y.size != p.size:
@@ -267,17 +272,29 @@ def binary_record(y: Any, p: Any, *, level: float = DEFAULT_LEVEL, folds: Sequen
     need = min_cases(level)
     if y.size < need:
         raise ValueError(f"a {level:g} conformal set needs at least {need} held-out cases, got {y.size}")
+    if calibrate not in ("auto", "yes", "no"):
+        raise ValueError(f"calibrate must be 'auto', 'yes' or 'no', got {calibrate!r}")
     m = fit_platt(y, p)
     q = conformal_quantile(1 - np.where(y == 1, p, 1 - p), level)
+    nested = nested_binary_check(y, p, level, folds=folds, seed=seed)
+    if calibrate == "auto":
+        # Brier score, a proper scoring rule, rather than the binned (noisy at ~150 cases) ECE decides.
+        applied = nested["brier_calibrated"] < nested["brier_raw"]
+        why = (f"nested (map fitted on the other folds): Brier {nested['brier_raw']:.4f} raw vs "
+               f"{nested['brier_calibrated']:.4f} calibrated, ECE {nested['ece_raw']:.3f} vs "
+               f"{nested['ece_calibrated']:.3f}: the map " + ("improves" if applied else "does not improve")
+               + " held-out probabilities" + ("" if applied else "; predictions report the raw probability only"))
+    else:
+        applied, why = calibrate == "yes", f"calibrate={calibrate} requested"
     rec = {
         "n": int(y.size), "positives": int(y.sum()), "fitted_on": fitted_on,
         "reliability": {"bins": RELIABILITY_BINS, "rows": reliability_table(y, p)},
         "ece_raw": ece(y, p), "ece_calibrated_in_sample": ece(y, platt(p, m["a"], m["b"])),
-        "calibration": {"method": "platt", "a": m["a"], "b": m["b"],
+        "calibration": {"method": "platt", "a": m["a"], "b": m["b"], "applied": bool(applied), "why": why,
                         "map": "P_calibrated = sigmoid(a * logit(P_raw) + b)"},
         "conformal": {"level": level, "quantile": q, "score": "1 - raw P(true label)",
                       "rank": f"ceil((n + 1) * level) = {math.ceil((y.size + 1) * level - 1e-9)} of n = {y.size}"},
-        "nested": nested_binary_check(y, p, level, folds=folds, seed=seed),
+        "nested": nested,
         "note": "fitted on fold models' held-out probabilities; the released model was trained on all cases",
     }
     if synthetic is not None:
