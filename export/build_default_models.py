@@ -1,25 +1,29 @@
-"""Rebuild the bundled default models (`brain-age`, `age2hie`) from seeds with the package's own code.
+"""Rebuild the bundled default models (`brain-age`, `age2hie`) with the package's own code: brain age from the
+real IXI T1 scans in the shared data folder, AGE2HIE transfer on the synthetic HIE cohort.
 
-    python -m export.build_default_models --work /tmp/bundle_work
+    python -m export.build_default_models --work /tmp/bundle_work [--data ../shared/data]
 
 Steps, all inside ``--work`` (relative paths, so the build does not depend on where that folder is):
 
-1. synthetic cohorts (``age2hie_hub.synth``): a lifespan T1 BIDS cohort (data/t1) and a BONBID-HIE-layout
-   neonatal ADC cohort (data/hie). A cohort already in --work is reused only when its synthetic_truth.json
-   records the same parameters and its first and last subjects regenerate identically with the current code;
-2. brain-age pretraining, ``age2hie_hub.train.stages.pretrain`` (what ``age2hie-train pretrain`` runs) with
-   configs/bundle_brain_age.yaml -> runs/brain-age;
+1. data: ``data/ixi_t1`` is a link to ``<--data>/ixi_t1`` (real IXI T1, BIDS, with DLMUSE labels; never copied),
+   and the synthetic BONBID-HIE-layout neonatal ADC cohort is made in ``data/hie`` (``age2hie_hub.synth``;
+   reused only when its synthetic_truth.json records the same parameters and its first and last cases
+   regenerate identically with the current code);
+2. brain age, ``age2hie_hub.train.stages.pretrain`` (what ``age2hie-train pretrain`` runs) with
+   configs/bundle_brain_age.yaml: k-fold cross-validation of the recipe next to the mean and ridge-on-DLMUSE
+   baselines (runs/brain-age/cv), then the final model on every subject with an age -> runs/brain-age;
 3. the held-out estimate of the AGE2HIE recipe: ``age2hie_hub.train.experiment.run_experiment`` in evaluate mode
    (what ``age2hie-train evaluate`` runs) with configs/bundle_age2hie.yaml: k-fold multi-site cross-validation,
    transfer from step 2's checkpoint vs training from scratch -> runs/age2hie-cv;
 4. the released AGE2HIE model: the same transfer recipe (refine the head, then finetune all layers) on all
    cases of the HIE cohort -> runs/age2hie (so it has no held-out score of its own: its card shows step 3's);
-5. the release recipe (``export.release``: strict reload, ONNX export with parity, card, SHA256SUMS) and
-   ``--bundle`` into age2hie_hub/data/models/<name>/, then a check of every bundled folder's size and sums.
+5. the release recipe (``export.release``: strict reload, ONNX export with parity, card, SHA256SUMS, and the
+   training data's licence terms in LICENSE-DATA.md) and ``--bundle`` into age2hie_hub/data/models/<name>/,
+   then a check of every bundled folder's size, sums and card.
 
 A step whose recorded inputs (config, data-manifest hash, parent weights hash) match a finished earlier run in
---work is skipped. Training runs on CPU with one thread: the result is bit-identical between runs on the same
-machine and software versions (docs/release.md says what the bytes rest on).
+--work is skipped. Training runs on CPU with one thread per process: the result is bit-identical between runs
+on the same machine and software versions (docs/release.md says what the bytes rest on).
 """
 from __future__ import annotations
 
@@ -46,11 +50,12 @@ AGE2HIE_CONFIG = REPO / "configs" / "bundle_age2hie.yaml"
 CARDS = REPO / "model_cards"
 BUNDLE_MAX_BYTES = 15_000_000  # 15 MB per bundled model (weights + ONNX + card): the package stays small
 TRUTH = "synthetic_truth.json"
+DEFAULT_DATA = REPO.parent / "shared" / "data"  # the shared data folder beside the checkout
+IXI = "ixi_t1"  # real IXI T1 (BIDS + derivatives/dlmuse), linked into --work as data/ixi_t1
+LICENSE_NAME = "LICENSE-DATA.md"  # the training data's terms, shipped with weights trained on it
 INPUTS = "build_inputs.json"  # what a finished step was made from; a step is skipped when they match
 
-# The synthetic cohorts (docs/synthetic_data.md). The T1 volumes are written at 4 mm, already finer than the
-# 5 mm grid the brain-age network reads, so synthesis stays fast without losing what the model sees.
-T1_COHORT = {"folder": "data/t1", "n": 520, "seed": 0, "age_range": (0.0, 97.0), "spacing": (4.0, 4.0, 4.0)}
+# The synthetic HIE cohort (docs/synthetic_data.md); the T1 cohort of brain age is real (IXI, --data).
 HIE_COHORT = {"folder": "data/hie", "n": 156, "seed": 0}  # BONBID-HIE: BCH 72 + MGH 84, drawn grids
 
 
@@ -156,16 +161,27 @@ def _cohort_reusable(root: Path, kind: str, spec: dict[str, Any]) -> bool:
     return True
 
 
-def make_cohorts(work: Path, workers: int, timings: dict[str, float]) -> None:
-    from age2hie_hub.synth import make_brain_age_cohort, make_hie_cohort
+def link_real_data(work: Path, data: Path) -> Path:
+    """``work/data/ixi_t1`` -> ``data/ixi_t1`` (a symbolic link: the real scans are read in place, never copied)."""
+    source = (data / IXI).resolve()
+    if not (source / "participants.tsv").is_file() or not (source / "LICENSE-SBIA.md").is_file():
+        raise BuildError(f"{source}: not the IXI T1 folder (participants.tsv, LICENSE-SBIA.md, sub-*/anat/*_T1w.nii.gz, "
+                         "derivatives/dlmuse); pass --data pointing at the shared data folder that holds ixi_t1/")
+    link = work / "data" / IXI
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and link.resolve() == source:
+            return link
+        if not link.is_symlink():
+            raise BuildError(f"{link} exists and is not a link to {source}; remove it or use another --work")
+        link.unlink()
+    link.symlink_to(source, target_is_directory=True)
+    return link
 
-    t1 = work / T1_COHORT["folder"]
-    if _cohort_reusable(t1, "brain_age_t1", T1_COHORT):
-        log.info("cohort %s: reused (parameters and regenerated subjects match)", t1)
-    else:
-        with _timed(timings, "synth_t1_s"):
-            make_brain_age_cohort(t1, T1_COHORT["n"], T1_COHORT["seed"], T1_COHORT["age_range"],
-                                  spacing=T1_COHORT["spacing"], workers=workers, overwrite=True)
+
+def make_cohorts(work: Path, workers: int, timings: dict[str, float]) -> None:
+    from age2hie_hub.synth import make_hie_cohort
+
     hie = work / HIE_COHORT["folder"]
     if _cohort_reusable(hie, "hie_adc", HIE_COHORT):
         log.info("cohort %s: reused (parameters and regenerated cases match)", hie)
@@ -190,7 +206,8 @@ def _record(run_dir: Path, inputs: dict[str, Any]) -> None:
 
 
 def train_brain_age(timings: dict[str, float]) -> Path:
-    """Step 2 (cwd = --work): age2hie-train pretrain configs/bundle_brain_age.yaml."""
+    """Step 2 (cwd = --work): age2hie-train pretrain configs/bundle_brain_age.yaml (cross-validation, then the
+    final model on every subject)."""
     from age2hie_hub.train.config import PretrainConfig, load_config, to_dict
     from age2hie_hub.train.manifest import read_cohort
     from age2hie_hub.train.stages import pretrain
@@ -203,7 +220,7 @@ def train_brain_age(timings: dict[str, float]) -> Path:
     if _done(run_dir, inputs, ("checkpoint/model.safetensors", "metrics.json")):
         log.info("brain-age: reused %s (same config and data)", run_dir)
     else:
-        with _timed(timings, "pretrain_s"):
+        with _timed(timings, "brain_age_s"):
             pretrain(cfg, cohort)
         _record(run_dir, inputs)
     return run_dir
@@ -298,14 +315,53 @@ def train_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> P
 
 # ---- 5. release and bundle ----------------------------------------------------------------------------------
 
+def license_text(data: Path) -> str:
+    """LICENSE-DATA.md: the terms that travel with weights trained on the IXI copy in ``data/ixi_t1``.
+
+    IXI is CC BY-SA 3.0 (credit, share-alike); this resampled copy comes from the NiChart project under the
+    SBIA Contribution and Software License Agreement, whose Part B must accompany any copy or derivative. The
+    agreement is reproduced in full from the copy the weights were trained on.
+    """
+    sbia = (data / IXI / "LICENSE-SBIA.md").read_text(encoding="utf-8").strip()
+    return f"""# Licence of these weights and terms of the data they were trained on
+
+**Weights**: Creative Commons Attribution-ShareAlike 4.0 International (CC BY-SA 4.0,
+https://creativecommons.org/licenses/by-sa/4.0/). The code that made and runs them (age2hie-hub) is Apache-2.0.
+
+**Training data**: the `brain-age` weights were trained on T1-weighted MRI of healthy adults from the **IXI
+dataset** (Hammersmith Hospital, Philips 3 T; https://brain-development.org/ixi-dataset/), distributed under
+CC BY-SA 3.0: credit the IXI dataset in anything made with these weights, and share adaptations of them under
+the same or a compatible share-alike licence. The `age2hie` weights are adapted from the `brain-age` weights
+(transfer learning) and carry the same terms.
+
+The copy of IXI used (resampled to 2 mm, with DLMUSE anatomical labels) was obtained from the NiChart project
+(University of Pennsylvania) under the SBIA Contribution and Software License Agreement reproduced below, whose
+Part B applies to this derivative. As that agreement requires:
+
+All or portions of this licensed product (such portions are the "Software") have been obtained under license
+from the Section of Biomedical Image Analysis, Department of Radiology at the University of Pennsylvania and are
+subject to the following terms and conditions:
+
+These weights are a modified version (a model trained on the data), not the original Software, and must not be
+represented as such. Research use only; they have not been reviewed or approved by the FDA or any other agency,
+and clinical applications are neither recommended nor advised.
+
+---
+
+{sbia}
+"""
+
+
 def release_and_bundle(work: Path, name: str, run_dir: Path, evaluation: Path | None, bundle_root: Path | None,
-                       onnx: bool = True) -> Path:
+                       onnx: bool = True, extra_files: tuple[Path, ...] = ()) -> Path:
+    from age2hie_hub.hub import read_config
     from age2hie_hub.modelcard import load_release_metadata
     from export.release import build_release, bundle_release, verify_sums
 
     meta = load_release_metadata(CARDS / f"{name}.yaml")
     release = build_release(work / run_dir, work / "releases" / name, release_meta=meta, repo_id=meta.get("repo_id"),
-                            evaluation=work / evaluation if evaluation else None, onnx=onnx, overwrite=True)
+                            evaluation=work / evaluation if evaluation else None, onnx=onnx, overwrite=True,
+                            extra_files=extra_files)
     folder = bundle_release(release.folder, name, root=bundle_root)
     verify_sums(folder)
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
@@ -313,30 +369,63 @@ def release_and_bundle(work: Path, name: str, run_dir: Path, evaluation: Path | 
         raise BuildError(f"{folder}: {size / 1e6:.1f} MB, over the {BUNDLE_MAX_BYTES / 1e6:.0f} MB a bundled model "
                          "may take; train a slimmer network")
     card = (folder / "README.md").read_text(encoding="utf-8")
-    if "synthetic" not in card.split("---", 2)[-1][:600].lower():
-        raise BuildError(f"{folder / 'README.md'}: the card's first lines must say the model is synthetic")
+    head = card.split("---", 2)[-1][:600].lower()
+    if read_config(folder).provenance.get("synthetic"):
+        if "synthetic" not in head:
+            raise BuildError(f"{folder / 'README.md'}: the card's first lines must say the model is synthetic")
+    elif "synthetic" in card.lower().replace("| synthetic | false |", ""):  # the provenance row says "False"
+        raise BuildError(f"{folder / 'README.md'}: the model was trained on real data, its card must not call it "
+                         "synthetic")
     log.info("bundled %s: %s (%.1f MB)", name, folder, size / 1e6)
     return folder
 
 
-def golden_values(folder: Path) -> dict[str, float]:
-    """The bundled age2hie model's probability on the shipped example scan, with both backends."""
+def golden_t1_volume() -> Any:
+    """A fixed, synthetic whole-head-like T1 volume (2 mm, P-S-R like the IXI scans): the brain-age golden input.
+
+    An ellipsoidal head with a darker rim (scalp/skull), a brighter 'white matter' core and dark 'ventricles';
+    deterministic (no random draws), so the golden value depends only on the preprocessing and the weights.
+    """
+    import numpy as np
+
+    from age2hie_hub.io import Volume
+
+    shape = (120, 120, 90)
+    g = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) - (n - 1) / 2 for n in shape], indexing="ij"))
+    head = np.sqrt((g[0] / 48) ** 2 + ((g[1] - 8) / 40) ** 2 + (g[2] / 36) ** 2)
+    brain = np.sqrt((g[0] / 42) ** 2 + ((g[1] - 14) / 33) ** 2 + (g[2] / 31) ** 2)
+    vent = np.sqrt((g[0] / 9) ** 2 + ((g[1] - 14) / 6) ** 2 + (g[2] / 3) ** 2)
+    data = np.where(head < 1, 60.0, 0.0) + np.where(brain < 1, 40.0, 0.0) + np.where(brain < 0.7, 30.0, 0.0)
+    data[vent < 1] = 25.0
+    data += 5.0 * np.cos(g[0] / 3.0) * np.sin(g[2] / 4.0) * (brain < 1)  # some 'cortical' texture
+    affine = np.array([[0.0, 0.0, 2.0, -88.0], [-2.0, 0.0, 0.0, 118.0], [0.0, 2.0, 0.0, -135.0], [0, 0, 0, 1.0]])
+    return Volume(data.astype(np.float32), affine)
+
+
+def golden_values(folders: dict[str, Path]) -> dict[str, dict[str, float]]:
+    """Golden outputs, with both backends: the age2hie model's probability on the shipped example scan and the
+    brain-age model's age (raw) on ``golden_t1_volume()``."""
     from age2hie_hub.inference import Predictor
     from age2hie_hub.inference.examples import example_scan
 
-    out = {}
+    out: dict[str, dict[str, float]] = {"age2hie_probability": {}, "brain_age_years": {}}
     for backend in ("torch", "onnx"):
-        pred = Predictor.from_pretrained(str(folder), backend=backend, device="cpu").predict(example_scan())
-        out[backend] = float(pred.probability)
+        pred = Predictor.from_pretrained(str(folders["age2hie"]), backend=backend, device="cpu").predict(example_scan())
+        out["age2hie_probability"][backend] = float(pred.probability)
+        pred = Predictor.from_pretrained(str(folders["brain-age"]), backend=backend, device="cpu").predict(golden_t1_volume())
+        out["brain_age_years"][backend] = float(pred.age)
     return out
 
 
-def build(work: Path, *, workers: int = 2, bundle_root: Path | None = None, onnx: bool = True) -> dict[str, Any]:
-    """All five steps; returns timings, the measured metrics and the golden probabilities."""
+def build(work: Path, *, data: Path = DEFAULT_DATA, workers: int = 2, bundle_root: Path | None = None,
+          onnx: bool = True) -> dict[str, Any]:
+    """All five steps; returns timings, the measured metrics and the golden values."""
     work = work.expanduser().resolve()
+    data = data.expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    link_real_data(work, data)
     make_cohorts(work, workers, timings)
     with _inside(work):
         brain = train_brain_age(timings)
@@ -344,22 +433,27 @@ def build(work: Path, *, workers: int = 2, bundle_root: Path | None = None, onnx
         parent_sha = sha256_file(parent / "model.safetensors")
         cv = evaluate_age2hie(parent, parent_sha, timings)
         hie = train_age2hie(parent, parent_sha, timings)
+    licence = work / "releases" / LICENSE_NAME
+    licence.parent.mkdir(parents=True, exist_ok=True)
+    licence.write_text(license_text(data), encoding="utf-8")
     with _timed(timings, "release_s"):
-        folders = {"brain-age": release_and_bundle(work, "brain-age", brain, None, bundle_root, onnx),
-                   "age2hie": release_and_bundle(work, "age2hie", hie, cv, bundle_root, onnx)}
+        folders = {"brain-age": release_and_bundle(work, "brain-age", brain, brain / "cv", bundle_root, onnx, (licence,)),
+                   "age2hie": release_and_bundle(work, "age2hie", hie, cv, bundle_root, onnx, (licence,))}
     timings["total_s"] = round(time.perf_counter() - t0, 1)
-    brain_metrics = json.loads((work / brain / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    brain_out = json.loads((work / brain / "metrics.json").read_text(encoding="utf-8"))
     cv_metrics = json.loads((work / cv / "metrics.json").read_text(encoding="utf-8"))
     summary = {
         "timings_s": timings,
-        "brain_age": {k: brain_metrics[k] for k in ("test_mae", "test_mae_ci95", "baseline_predict_mean_mae",
-                                                    "test_pearson_r", "test_bias", "n_train", "n_val", "n_test")},
+        "brain_age_cv": [{k: v for k, v in row.items() if k.split("_")[0] in ("method", "protocol", "n", "mae", "pearson",
+                                                                            "bias") and not k.endswith("_text")}
+                         for row in brain_out["summary"]],
+        "brain_age_bias_line": {k: brain_out["metrics"]["age_bias_correction"][k] for k in ("a", "b", "n")},
         "age2hie_cv": [{k: v for k, v in row.items() if k.split("_")[0] in ("method", "protocol", "n", "accuracy",
                                                                            "auc", "balanced")}
                        for row in cv_metrics["summary"]],
         "bundled": {name: {p.name: sha256_file(p) for p in sorted(f.iterdir()) if p.is_file()}
                     for name, f in folders.items()},
-        "golden_example_probability": golden_values(folders["age2hie"]) if onnx else {},
+        "golden": golden_values(folders) if onnx else {},
     }
     (work / "build_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -371,6 +465,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True,
                    help="working folder for cohorts, runs and releases (keep it outside the repository)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help=f"the shared data folder holding {IXI}/ (default: ../shared/data beside the checkout)")
     p.add_argument("--workers", type=int, default=2, help="processes for cohort synthesis (default 2)")
     p.add_argument("--bundle-root", type=Path, help="bundle into this folder instead of age2hie_hub/data/models/")
     add_verbosity(p)
@@ -382,7 +478,7 @@ def _run(args: argparse.Namespace) -> int:
     if work == REPO or REPO in work.parents and not str(work.relative_to(REPO)).startswith(("runs", ".cache")):
         raise BuildError(f"--work {args.work}: cohorts and runs take ~1 GB; put them outside the repository "
                          "(or under its ignored runs/ folder)")
-    summary = build(work, workers=args.workers, bundle_root=args.bundle_root)
+    summary = build(work, data=args.data, workers=args.workers, bundle_root=args.bundle_root)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -247,7 +247,8 @@ def _cv_network_rows(cfg: Any, cohort: Cohort, files: list[Path], folds: list[tu
         jobs.append({"cfg": job_cfg, "cohort": cohort, "files": files, "train": train.tolist(), "test": test.tolist(),
                      "fold": f, "state_dir": run_dir / "state" / f"fold{f}"})
     if jobs:
-        log.info("cv: training %d fold(s) with %d worker process(es)", len(jobs), min(cfg.cv.workers, len(jobs)))
+        log.info("cv: training %d fold(s)%s with %d worker process(es)", len(jobs) - (final_train is not None),
+                 " and the final model" if final_train is not None else "", min(cfg.cv.workers, len(jobs)))
 
     def record(out: dict[str, Any]) -> None:
         nonlocal final
@@ -421,9 +422,9 @@ def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_di
         try:
             raw = {k: v for k, v in preds.items() if not k.endswith(CORRECTED)}
             label = "SYNTHETIC data: " if cfg.synthetic else ""
-            report.plot_brain_age(ages, raw, run_dir / "pred_vs_true.png", kind="pred", title=f"{label}{protocol}")
-            report.plot_brain_age(ages, raw, run_dir / "residual_vs_age.png", kind="residual",
-                                  title=f"{label}{protocol}")
+            title = f"{label}{protocol}, out-of-fold predictions of {len(cohort)} subjects"
+            report.plot_brain_age(ages, raw, run_dir / "pred_vs_true.png", kind="pred", title=title)
+            report.plot_brain_age(ages, raw, run_dir / "residual_vs_age.png", kind="residual", title=title)
         except ImportError:
             log.warning("matplotlib is not installed (pip install age2hie-hub[train]); tables written, plots skipped")
     D.barrier()

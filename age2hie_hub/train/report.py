@@ -191,7 +191,7 @@ def plot_brain_age(ages: np.ndarray, preds: dict[str, np.ndarray], path: Path, k
         y = p if kind == "pred" else p - ages
         ax.scatter(ages, y, s=9, alpha=0.7)
         b, a = np.polyfit(ages, y, 1) if np.std(y) > 0 else (0.0, float(np.mean(y)))
-        ax.plot(grid, a + b * grid, color="C3", lw=1.2, label=f"fit: {a:.1f} + {b:.2f} x age")
+        ax.plot(grid, a + b * grid, color="C3", lw=1.2, label=f"fit: {a:.1f} {b:+.2f} x age")
         ax.plot(grid, grid if kind == "pred" else 0 * grid, color="k", lw=0.8, ls="--",
                 label="identity" if kind == "pred" else "zero")
         mae = float(np.mean(np.abs(p - ages)))
