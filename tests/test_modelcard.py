@@ -89,7 +89,7 @@ def test_header_parses_and_carries_metadata(run_dir, tmp_path):
     card = _card(run_dir, repo_id="org/age2hie")
     header = _header(card.content)
     assert header["library_name"] == "age2hie-hub"
-    assert header["license"] == "apache-2.0"
+    assert header["license"] == "cc-by-sa-4.0"  # adapted from the IXI-trained brain-age weights: share-alike
     assert header["base_model"] == "age2hie-hub/brain-age"
     assert set(BASE_TAGS) <= set(header["tags"]) and "synthetic-data" in header["tags"]
     assert {"accuracy", "roc_auc", "f1"} <= set(header["metrics"])
