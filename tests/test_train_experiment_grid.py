@@ -51,3 +51,19 @@ def test_tables_name_the_target_not_outcome(tmp_path):
     assert "lesion_burden_ge_1pct prediction" in md and "outcome" not in md.lower()
     _write_outputs({**out, "target": "outcome"}, tmp_path, synthetic=False)
     assert "outcome prediction" in (tmp_path / "table.md").read_text()
+
+
+def test_learning_curve_pairs_match_split_and_size():
+    from age2hie_hub.train.evaluate import learning_curve_comparisons
+
+    rows = []
+    for fold in range(5):
+        for method, bonus in (("transfer", 0.1), ("scratch", 0.0)):
+            base = dict(method=method, protocol="same_site", seed=0, split=f"A/fold{fold}")
+            rows.append({**base, "learning_curve": True, "train_size": 16, "accuracy": 0.5 + bonus + fold / 100})
+            rows.append({**base, "learning_curve": False, "train_size": 54 + fold % 2, "accuracy": 0.7 - bonus})
+    out = {(r["train_size"], r["metric"]): r for r in learning_curve_comparisons(rows, "same_site", "scratch")}
+    small, full = out[(16, "accuracy")], out[(54, "accuracy")]  # full folds of 54-55 cases: one point (mean)
+    assert small["n_pairs"] == 5 and small["mean_diff"] == pytest.approx(0.1)
+    assert small["p_sign_flip"] == pytest.approx(1 / 16)  # every pair the same sign: the exact test's floor
+    assert full["mean_diff"] == pytest.approx(-0.1) and (54, "auc") not in out  # no AUC in these rows

@@ -164,8 +164,8 @@ def paired_comparisons(rows: Sequence[dict[str, Any]], reference: str,
     return out
 
 
-def learning_curve_table(rows: Sequence[dict[str, Any]], protocol: str, metric: str = "accuracy") -> list[dict[str, Any]]:
-    """Per method and training size: mean, sd and CI of ``metric`` over the learning-curve splits."""
+def _learning_curve_rows(rows: Sequence[dict[str, Any]], protocol: str) -> tuple[list[dict[str, Any]], Any]:
+    """The rows of the learning-curve splits (their full-size protocol rows included) and each row's size."""
     lc_splits = {(r["seed"], r["split"]) for r in rows if r["learning_curve"]}
     sel = [r for r in rows if r["protocol"] == protocol and (r["seed"], r["split"]) in lc_splits]
     full = [r["train_size"] for r in sel if not r["learning_curve"]]
@@ -175,6 +175,38 @@ def learning_curve_table(rows: Sequence[dict[str, Any]], protocol: str, metric: 
     def size_of(r: dict[str, Any]) -> int:
         return r["train_size"] if r["learning_curve"] else all_size
 
+    return sel, size_of
+
+
+def learning_curve_comparisons(rows: Sequence[dict[str, Any]], protocol: str, reference: str,
+                               keys: Sequence[str] = ("accuracy", "auc")) -> list[dict[str, Any]]:
+    """Each method against ``reference`` at each learning-curve size, paired on the same split and subset:
+    mean difference, bootstrap CI, sign-flip p (exact for few pairs: with 5 pairs the smallest p is 1/16)."""
+    sel, size_of = _learning_curve_rows(rows, protocol)
+    ref = {(r["seed"], r["split"], size_of(r)): r for r in sel if r["method"] == reference}
+    out = []
+    for method in dict.fromkeys(r["method"] for r in sel):
+        if method == reference:
+            continue
+        for size in sorted({size_of(r) for r in sel if r["method"] == method}):
+            pairs = [(r, ref.get((r["seed"], r["split"], size))) for r in sel
+                     if r["method"] == method and size_of(r) == size]
+            pairs = [(a, b) for a, b in pairs if b is not None]
+            for key in keys:
+                a = [p[0].get(key, float("nan")) for p in pairs]
+                b = [p[1].get(key, float("nan")) for p in pairs]
+                if not pairs or not np.isfinite(np.asarray(a) - np.asarray(b)).any():
+                    continue
+                boot, perm = M.paired_bootstrap(a, b), M.sign_flip_test(a, b)
+                out.append({"method": method, "reference": reference, "train_size": size, "metric": key,
+                            "n_pairs": boot["n"], "mean_diff": boot["mean_diff"], "ci_low": boot["ci_low"],
+                            "ci_high": boot["ci_high"], "p_sign_flip": perm["p_value"]})
+    return out
+
+
+def learning_curve_table(rows: Sequence[dict[str, Any]], protocol: str, metric: str = "accuracy") -> list[dict[str, Any]]:
+    """Per method and training size: mean, sd and CI of ``metric`` over the learning-curve splits."""
+    sel, size_of = _learning_curve_rows(rows, protocol)
     out = []
     for method in dict.fromkeys(r["method"] for r in sel):
         for size in sorted({size_of(r) for r in sel if r["method"] == method}):

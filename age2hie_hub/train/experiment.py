@@ -11,7 +11,9 @@ from typing import Any
 from age2hie_hub.train import distributed as D
 from age2hie_hub.train import report
 from age2hie_hub.train.config import ExperimentConfig, to_dict
-from age2hie_hub.train.evaluate import learning_curve_table, paired_comparisons, run_grid, summarize_rows
+from age2hie_hub.train.evaluate import (
+    learning_curve_comparisons, learning_curve_table, paired_comparisons, run_grid, summarize_rows,
+)
 from age2hie_hub.train.manifest import read_cohort
 from age2hie_hub.train.parent import resolve_parent, target_preprocess
 from age2hie_hub.train.stages import _checkpoint_config, _labels, _parent_extra, cached_arrays, pretrain, write_json
@@ -81,8 +83,10 @@ def run_experiment(cfg: ExperimentConfig, *, evaluate_only: bool = False) -> dic
     comparisons = paired_comparisons(rows, reference)
     lc = (learning_curve_table(rows, cfg.learning_curve.protocol)
           if cfg.learning_curve is not None and not evaluate_only else [])
+    lc_pairs = (learning_curve_comparisons(rows, cfg.learning_curve.protocol, reference) if lc else [])
     timings["total_s"] = time.perf_counter() - t0
-    out = {"summary": summary, "comparisons": comparisons, "learning_curve": lc, "timings": timings,
+    out = {"summary": summary, "comparisons": comparisons, "learning_curve": lc,
+           "learning_curve_comparisons": lc_pairs, "timings": timings,
            "pretrain": pre_out["metrics"] if pre_out else None, "n_cases": len(cohort),
            "sites": {str(s): int((cohort.sites == s).sum()) for s in sorted(set(cohort.sites))},
            "synthetic": tcfg.synthetic, "target": cohort.target_name}
@@ -98,6 +102,8 @@ def _write_outputs(out: dict[str, Any], run_dir: Path, synthetic: bool) -> None:
     report.write_csv(out["comparisons"], run_dir / "comparisons.csv")
     if out["learning_curve"]:
         report.write_csv(out["learning_curve"], run_dir / "learning_curve.csv")
+    if out.get("learning_curve_comparisons"):
+        report.write_csv(out["learning_curve_comparisons"], run_dir / "learning_curve_comparisons.csv")
     md = []
     if out["pretrain"]:
         p = out["pretrain"]
@@ -108,6 +114,7 @@ def _write_outputs(out: dict[str, Any], run_dir: Path, synthetic: bool) -> None:
     md.append(report.markdown_table(out["summary"], out["comparisons"], title=f"{label}{out.get('target', 'outcome')} prediction",
                                     note=f"{out['n_cases']} cases, sites {out['sites']}."))
     md.append(report.learning_curve_markdown(out["learning_curve"]))
+    md.append(report.learning_curve_comparisons_markdown(out.get("learning_curve_comparisons", [])))
     md.append("Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in out["timings"].items()))
     (run_dir / "table.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     write_json(out, run_dir / "metrics.json")

@@ -77,6 +77,18 @@ def learning_curve_markdown(table: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def learning_curve_comparisons_markdown(table: Sequence[dict[str, Any]]) -> str:
+    if not table:
+        return ""
+    lines = ["**Learning curve, paired** (same split and training subset; difference = method - reference)", "",
+             "| method - reference | n train | metric | pairs | mean diff [95 % CI] | p (sign-flip) |",
+             "|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r['method']} - {r['reference']} | {r['train_size']} | {r['metric']} | {r['n_pairs']} | "
+                     f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['p_sign_flip']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
 def _pyplot():
     import matplotlib
 
