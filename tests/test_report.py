@@ -156,13 +156,14 @@ def test_interval_text_reads_whatever_interval_the_prediction_carries():
     assert interval_text(p) == "90 % interval 37.1 - 53.3 years"
 
 
-def test_report_warnings_include_flags_and_cut_off_notes():
-    p = _prediction(unit_guessed=True, input_unit="1e-6mm2/s",
-                    notes=("reoriented LPS -> RAS", "foreground extends beyond the output box: part of it is cut off"))
+def test_report_warnings_are_the_predictions_warnings_plus_the_unit_flag():
+    cut = "scan.nii.gz: foreground cut off by the output box: S: 2.0 mm beyond its superior edge"
+    p = _prediction(unit_guessed=True, input_unit="1e-6mm2/s", warnings=("scan.nii.gz: unusual voxel size", cut),
+                    notes=("reoriented LPS -> RAS",))
     warnings = report_warnings(p)
-    assert warnings[0] == "scan.nii.gz: unusual voxel size"
-    assert any("guessed" in w for w in warnings) and any("cut off" in w for w in warnings)
-    assert not any("reoriented" in w for w in warnings)
+    assert warnings[:2] == ["scan.nii.gz: unusual voxel size", cut]
+    assert any("guessed" in w for w in warnings)
+    assert not any("reoriented" in w for w in warnings)  # notes say what preprocessing did; they are not warnings
 
 
 class _Links(HTMLParser):
