@@ -3,6 +3,7 @@ and the clear error when matplotlib is missing."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import shutil
 import struct
@@ -215,7 +216,11 @@ def test_cli_report_on_the_example_scan(tmp_path, one_torch_thread, capsys):
     assert parser.links and all((out / link).is_file() for link in parser.links)
     assert "we&lt;ird &amp; &quot;name&quot;.nii.gz" in text
     assert "missing.nii.gz" in text and 'class="failed"' in text
-    assert NO_INTERVAL in text
+    # The index shows the uncertainty the prediction carries (the bundled model records a prediction set).
+    ok = next(r for r in rows if r["status"] == "ok")
+    fields = {f.name for f in dataclasses.fields(Prediction)}
+    shown = interval_text(Prediction(**{k: v for k, v in ok.items() if k in fields}))
+    assert html.escape(shown, quote=True) in text
 
 
 def test_missing_matplotlib_is_one_line_exit_1_before_any_prediction(tmp_path):
