@@ -270,3 +270,23 @@ def test_final_model_trained_beside_the_folds_equals_the_one_trained_after_them(
     pretrain(dataclasses.replace(untrained, seed=1))
     c = load_file(str(tmp_path / "other" / "checkpoint" / "model.safetensors"))
     assert any(not np.allclose(a[k], c[k], atol=1e-6) for k in a if a[k].dtype.kind == "f")
+
+
+def test_cli_cv_prints_the_table_and_writes_the_run(tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from age2hie_hub.train.cli import main
+
+    root = make_cohort(tmp_path / "bids", n=9, seed=7)
+    cfg = dataclasses.replace(_config(root, tmp_path / "run"), cv=CVConfig(folds=3, baselines=("mean",), n_boot=100))
+    from age2hie_hub.train.config import to_dict
+
+    path = tmp_path / "cv.yaml"
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+    assert main(["cv", str(path), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "| cnn |" in out and "| mean |" in out and (tmp_path / "run" / "cv" / "predictions.csv").is_file()
+    assert not (tmp_path / "run" / "checkpoint").exists()  # cv alone trains no final model
+    path.write_text(yaml.safe_dump({**to_dict(cfg), "cv": {"folds": 3, "baselines": ["median"]}}))
+    assert main(["cv", str(path), "-q"]) == 1  # a bad config: one line, exit 1
+    assert "median" in capsys.readouterr().err
