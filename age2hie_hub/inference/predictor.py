@@ -370,10 +370,10 @@ def forward_threads(backend: Any, workers: int) -> Iterator[int]:
     """While predict_many runs: torch's intra-op threads on CPU = the cores its `workers` leave, at least 1, never
     more than were set; restored afterwards. Yields that number (0 for other backends and devices: untouched).
 
-    Measured on 2 cores (benchmarks/bench_vs_monai.py, 68 BONBID-HIE ADC maps, batch 8, two reader threads):
-    with torch's default two threads the forward took 4-5 s of a 4.5-5 s run (its OpenMP threads spin-wait
-    for a core the readers hold) and 66-73 ms of CPU per scan; on one thread 1.0-1.2 s, 31-34 ms per scan,
-    and 2.2x the scans per second.
+    Measured on 2 shared cores with the throughput setup of benchmarks/bench_vs_monai.py (68 BONBID-HIE ADC
+    maps, age2hie with anti-aliasing, batch 8, two reader threads): with torch's default two threads the forward
+    took 4.2-4.6 s of a 4.5-5 s run (its OpenMP threads spin-wait for a core a reader holds) and 66-73 ms of
+    CPU per scan; on one thread 1.0-1.2 s of a 2.1-2.2 s run and 31-34 ms per scan.
     """
     if getattr(backend, "backend", None) != "torch" or not str(backend.device).startswith("cpu"):
         yield 0
