@@ -27,6 +27,8 @@ product only spans the band (BLAS instead of scipy's double-precision line buffe
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -72,11 +74,13 @@ def antialias_sigmas(mapping: np.ndarray) -> np.ndarray:
     return np.where(step > 1.0 + 1e-6, np.sqrt(np.maximum(step**2 - 1.0, 0.0)) / 2.0, 0.0)
 
 
+@functools.lru_cache(maxsize=64)
 def gaussian_matrix(n: int, sigma: float) -> tuple[np.ndarray, int]:
     """(n x n float32 matrix, radius): row i holds the weights that smooth voxel i of an axis of n voxels.
 
     The sampled Gaussian of ``sigma`` voxels truncated at ``_TRUNCATE`` sigma (radius int(3 sigma + 0.5)),
     normalised to sum 1; beyond the axis' ends the edge voxel is repeated (scipy.ndimage's mode "nearest").
+    Cached (one matrix serves every slab of a block, and scans of one protocol share them); read-only.
     """
     radius = int(_TRUNCATE * float(sigma) + 0.5)
     taps = np.arange(-radius, radius + 1)
@@ -86,7 +90,9 @@ def gaussian_matrix(n: int, sigma: float) -> tuple[np.ndarray, int]:
     cols = np.clip(np.arange(n)[:, None] + taps[None, :], 0, n - 1).ravel()
     matrix = np.zeros((n, n), dtype=np.float64)
     np.add.at(matrix, (rows, cols), np.tile(weights, n))
-    return matrix.astype(np.float32), radius
+    matrix = matrix.astype(np.float32)
+    matrix.setflags(write=False)
+    return matrix, radius
 
 
 def _smooth_axis(x: np.ndarray, sigma: float, axis: int, out: np.ndarray | None = None) -> np.ndarray:
