@@ -1,6 +1,6 @@
 """Preprocessing speed on synthetic volumes of real-world sizes; prints a table.
 
-    python benchmarks/bench_preprocess.py [--repeats 5] [--threads N] [--bonbid [DIR]]
+    python benchmarks/bench_preprocess.py [--repeats 5] [--threads N] [--bonbid [DIR]] [--ixi [DIR]]
 
 Inputs are synthetic (an ellipsoidal "brain" with noise) at the sizes that matter: a BONBID-HIE ADC map
 (256x256x40 at 0.9x0.9x2.5 mm, straight and 12 degrees oblique, ADC + Z-ADC) and an adult T1
@@ -11,6 +11,11 @@ With --bonbid (default ../shared/data/bonbid2023/1ADC_ss) a third table runs eve
 through the age2hie grid with anti-aliasing, by the package and by the straightforward implementation it
 replaced (scipy's gaussian_filter on a C-order copy of the whole reachable block): median times of the same
 run, the largest difference of the model inputs (z-scores) and how many voxels differ in being 0.
+With --ixi (default ../shared/data/ixi_t1) a fourth table runs every real IXI T1 through the bundled
+brain-age model's preprocessing (crop "brain", foreground "otsu") by the package and by the foreground step
+it replaced (scipy's gaussian_filter, np.histogram and ndimage.label at full resolution): median times of the
+same run, how many output boxes differ, the largest differences of the Otsu level, the model input and the
+bundled model's brain age (torch, one thread).
 """
 from __future__ import annotations
 
@@ -26,9 +31,11 @@ import numpy as np
 from age2hie_hub.io import Volume
 from age2hie_hub.preprocess import PreprocessConfig, preprocess
 from age2hie_hub.preprocess import resample as R
+from age2hie_hub.preprocess.pipeline import _foreground as ours_foreground
 from age2hie_hub.preprocess.resample import resample_array, voxel_map
 
 DEFAULT_BONBID = Path(__file__).resolve().parents[2] / "shared" / "data" / "bonbid2023" / "1ADC_ss"
+DEFAULT_IXI = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi_t1"
 
 
 def brain(shape: tuple[int, int, int], affine: np.ndarray, size_mm, seed: int = 0) -> Volume:
@@ -117,6 +124,93 @@ def scipy_antialias_resample(data, source_affine, target_affine, shape, interpol
     return out
 
 
+def reference_foreground(data, config, notes):
+    """The otsu foreground step before the memory-order rewrite: scipy's gaussian_filter (sigma 1, truncated
+    at 4 sigma, edges mirrored) on the volume as the reader laid it out, np.histogram for Otsu's level and
+    ndimage.label at full resolution."""
+    from scipy import ndimage
+
+    from age2hie_hub.dwi.mask import otsu_threshold
+    from age2hie_hub.preprocess import pipeline
+
+    level = config.foreground_threshold
+    if config.foreground == "threshold":
+        return data > level, level
+    smooth = ndimage.gaussian_filter(data, sigma=1.0)
+    above = smooth[smooth > level]
+    if above.size == 0:
+        return smooth > level, level
+    level = max(level, otsu_threshold(above))
+    outline = max(config.foreground_threshold, pipeline.HEAD_LEVEL_SHARE * level) if config.crop == "brain" \
+        else level
+    labels, n = ndimage.label(smooth > outline)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        mask = labels == 1 + int(np.argmax(sizes))
+    else:
+        mask = labels > 0
+    notes.append(f"foreground: Otsu level {level:.4g}, largest connected region")
+    return mask, level
+
+
+def ixi_table(folder: Path, repeats: int) -> None:
+    """Every real IXI T1 through the bundled brain-age preprocessing: the package against reference_foreground,
+    and the bundled model's brain age on both inputs."""
+    import torch
+
+    from age2hie_hub.hub import load_checkpoint
+    from age2hie_hub.hub.checkpoint import read_config
+    from age2hie_hub.hub.resolve import BUNDLED_DIR
+    from age2hie_hub.io import read_volume
+    from age2hie_hub.preprocess import pipeline
+    from age2hie_hub.preprocess.orient import reorient_to_ras
+
+    paths = sorted(folder.glob("sub-*/anat/*_T1w.nii.gz"))
+    if not paths:
+        print(f"\nno IXI T1 (sub-*/anat/*_T1w.nii.gz) in {folder}: real-data table skipped")
+        return
+    torch.set_num_threads(1)
+    folder_model = BUNDLED_DIR / "brain-age"
+    config = read_config(folder_model).preprocess
+    model = load_checkpoint(folder_model).eval()
+    times = {"ours": [], "ref": [], "fg ours": [], "fg ref": []}
+    boxes, worst_level, worst_input, worst_age, moved, ages = [], 0.0, 0.0, 0.0, 0, []
+    for path in paths:
+        volume = read_volume(path)
+        data = reorient_to_ras(volume).data
+        runs = {}
+        for key, fn in (("ours", pipeline._foreground), ("ref", reference_foreground)):
+            pipeline._foreground = fn
+            try:
+                pre = preprocess(volume, config)
+                times[key].append(timeit(lambda: preprocess(volume, config), repeats))
+                mask, level = fn(data, config, [])
+                times["fg " + key].append(timeit(lambda: fn(data, config, []), repeats))
+            finally:
+                pipeline._foreground = ours_foreground
+            with torch.no_grad():
+                age = float(model(torch.from_numpy(pre.array[None])).reshape(-1)[0])
+            runs[key] = pre, mask, level, age
+        (pre, mask, level, age), (pre_r, mask_r, level_r, age_r) = runs["ours"], runs["ref"]
+        if not np.array_equal(pre.affine, pre_r.affine):
+            boxes.append(f"{path.name}: {np.round(pre.affine[:3, 3] - pre_r.affine[:3, 3], 1)} mm")
+        moved += int(np.count_nonzero(mask != mask_r))
+        worst_level = max(worst_level, abs(level - level_r) / level_r)
+        worst_input = max(worst_input, float(np.max(np.abs(pre.array - pre_r.array))))
+        worst_age = max(worst_age, abs(age - age_r))
+        ages.append(age)
+    print(f"\nreal IXI T1, {len(paths)} scans from {folder}, bundled brain-age preprocessing (crop brain, "
+          f"foreground otsu), median ms")
+    print(f"{'':10s} {'package':>8s} {'previous':>9s}")
+    print(f"{'preprocess':10s} {statistics.median(times['ours']):8.1f} {statistics.median(times['ref']):9.1f}")
+    print(f"{'foreground':10s} {statistics.median(times['fg ours']):8.1f} {statistics.median(times['fg ref']):9.1f}")
+    print(f"boxes that differ: {len(boxes)}" + "".join(f"\n  {b}" for b in boxes))
+    print(f"max relative difference of the Otsu level {worst_level:.2e}; head-outline voxels that differ, all scans: "
+          f"{moved}")
+    print(f"model input max |diff| (z-score) {worst_input:.2e}; brain age max |diff| {worst_age:.4f} years "
+          f"(ages {min(ages):.1f}-{max(ages):.1f})")
+
+
 def bonbid_table(folder: Path, repeats: int) -> None:
     """Every real BONBID-HIE map: the package's anti-aliased preprocessing against scipy_antialias_resample."""
     from age2hie_hub.dwi import adc_to_mm2s
@@ -152,6 +246,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="SimpleITK/torch threads (0: library default)")
     parser.add_argument("--bonbid", type=Path, nargs="?", const=DEFAULT_BONBID, default=None,
                         help=f"also compare on real BONBID-HIE ADC maps (default folder {DEFAULT_BONBID})")
+    parser.add_argument("--ixi", type=Path, nargs="?", const=DEFAULT_IXI, default=None,
+                        help=f"also compare on real IXI T1 (default folder {DEFAULT_IXI})")
+    parser.add_argument("--only-real", action="store_true", help="skip the synthetic tables")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.threads:
@@ -189,17 +286,21 @@ def main() -> None:
         ("T1 1 mm -> 160x192x160 (SFCN)", t1, PreprocessConfig(**sfcn)),
         ("  same, bspline", t1, PreprocessConfig(**sfcn, interpolation="bspline")),
     ]
-    print(f"preprocess(), median of {args.repeats} (synthetic volumes)")
-    print(f"{'case':34s} {'input':>14s} {'output':>18s} {'ms':>9s}")
+    if args.only_real:
+        cases = []
+    else:
+        print(f"preprocess(), median of {args.repeats} (synthetic volumes)")
+        print(f"{'case':34s} {'input':>14s} {'output':>18s} {'ms':>9s}")
     for name, vols, config in cases:
         first = vols[0] if isinstance(vols, list) else vols
         ms = timeit(lambda: preprocess(vols, config), args.repeats)
         out = f"{config.channels}x" + "x".join(map(str, config.shape))
         print(f"{name:34s} {'x'.join(map(str, first.spatial_shape)):>14s} {out:>18s} {ms:9.1f}")
 
-    print("\nresampling step alone, linear, same grids")
-    print(f"{'grid':34s} {'SimpleITK (used)':>17s} {'scipy affine_tr.':>17s} {'torch grid_sample':>18s}")
-    for name, vol, config in [cases[0], cases[4], cases[6]]:
+    if cases:
+        print("\nresampling step alone, linear, same grids")
+        print(f"{'grid':34s} {'SimpleITK (used)':>17s} {'scipy affine_tr.':>17s} {'torch grid_sample':>18s}")
+    for name, vol, config in [cases[0], cases[4], cases[6]] if cases else []:
         pre = preprocess(vol, config)
         row = []
         for fn in (
@@ -212,6 +313,8 @@ def main() -> None:
 
     if args.bonbid is not None:
         bonbid_table(args.bonbid, args.repeats)
+    if args.ixi is not None:
+        ixi_table(args.ixi, args.repeats)
 
 
 if __name__ == "__main__":

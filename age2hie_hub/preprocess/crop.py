@@ -67,6 +67,23 @@ def storage_order(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np
     return view, affine
 
 
+def memory_view(array: np.ndarray):
+    """``array``'s first three axes as a view in memory order (:func:`storage_order`'s flips and transposes,
+    no copy), and ``undo``: the function that lays an array shaped like the view back out in ``array``'s index
+    order (a view). Whole-volume filters run fastest on the C-ordered view."""
+    flips = tuple(a for a in range(3) if array.strides[a] < 0)
+    view = np.flip(array, axis=flips) if flips else array
+    order = sorted(range(3), key=lambda a: -view.strides[a])
+    view = view.transpose(order)
+    inverse = tuple(int(a) for a in np.argsort(order))
+
+    def undo(x: np.ndarray) -> np.ndarray:
+        x = x.transpose(inverse)
+        return np.flip(x, axis=flips) if flips else x
+
+    return view, undo
+
+
 def foreground_bounds(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """World bounding box (min, max, mm) of the centres of the True voxels; None when there are none."""
     mask, affine = storage_order(mask, affine)

@@ -75,19 +75,27 @@ def antialias_sigmas(mapping: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def gaussian_matrix(n: int, sigma: float) -> tuple[np.ndarray, int]:
+def gaussian_matrix(n: int, sigma: float, truncate: float = _TRUNCATE, mode: str = "nearest") -> tuple[np.ndarray, int]:
     """(n x n float32 matrix, radius): row i holds the weights that smooth voxel i of an axis of n voxels.
 
-    The sampled Gaussian of ``sigma`` voxels truncated at ``_TRUNCATE`` sigma (radius int(3 sigma + 0.5)),
-    normalised to sum 1; beyond the axis' ends the edge voxel is repeated (scipy.ndimage's mode "nearest").
-    Cached (one matrix serves every slab of a block, and scans of one protocol share them); read-only.
+    The sampled Gaussian of ``sigma`` voxels truncated at ``truncate`` sigma (radius int(truncate sigma + 0.5)),
+    normalised to sum 1; beyond the axis' ends the edge voxel is repeated (scipy.ndimage's mode "nearest") or,
+    with ``mode="reflect"``, the axis is mirrored about its ends (scipy's "reflect", its gaussian_filter's
+    default). Cached (one matrix serves every slab of a block, and scans of one protocol share them); read-only.
     """
-    radius = int(_TRUNCATE * float(sigma) + 0.5)
+    radius = int(truncate * float(sigma) + 0.5)
     taps = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 / float(sigma) ** 2 * taps.astype(np.float64) ** 2)
     weights /= weights.sum()
     rows = np.repeat(np.arange(n), taps.size)
-    cols = np.clip(np.arange(n)[:, None] + taps[None, :], 0, n - 1).ravel()
+    cols = np.arange(n)[:, None] + taps[None, :]
+    if mode == "reflect":  # ... c b a | a b c ... | c b a ...: period 2n
+        cols = np.mod(cols, 2 * n)
+        cols = np.where(cols >= n, 2 * n - 1 - cols, cols).ravel()
+    elif mode == "nearest":
+        cols = np.clip(cols, 0, n - 1).ravel()
+    else:
+        raise ValueError(f"gaussian_matrix: mode must be 'nearest' or 'reflect', not {mode!r}")
     matrix = np.zeros((n, n), dtype=np.float64)
     np.add.at(matrix, (rows, cols), np.tile(weights, n))
     matrix = matrix.astype(np.float32)
@@ -95,7 +103,7 @@ def gaussian_matrix(n: int, sigma: float) -> tuple[np.ndarray, int]:
     return matrix, radius
 
 
-def _smooth_axis(x: np.ndarray, sigma: float, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+def _smooth_axis(x: np.ndarray, sigma: float, axis: int, out: np.ndarray | None = None, **kernel) -> np.ndarray:
     """Gaussian smoothing of float32 3D ``x`` (last axis contiguous) along ``axis`` as banded matrix products.
 
     Each product covers one plane and ``_CHUNK`` (or the kernel's diameter) output rows, so it stays small:
@@ -103,7 +111,7 @@ def _smooth_axis(x: np.ndarray, sigma: float, axis: int, out: np.ndarray | None 
     several times the work in CPU and competing with predict_many's other workers on few cores).
     """
     n = x.shape[axis]
-    matrix, radius = gaussian_matrix(n, sigma)
+    matrix, radius = gaussian_matrix(n, sigma, **kernel)
     out = np.empty(x.shape, dtype=np.float32) if out is None else out
     # Views with the smoothed axis next to last (axis 0: one (rows, C) plane per index of axis 1; axis 1: one
     # per index of axis 0) or last (axis 2, multiplied from the right).
@@ -120,9 +128,9 @@ def _smooth_axis(x: np.ndarray, sigma: float, axis: int, out: np.ndarray | None 
     return out
 
 
-def gaussian_smooth(x: np.ndarray, sigmas) -> np.ndarray:
+def gaussian_smooth(x: np.ndarray, sigmas, truncate: float = _TRUNCATE, mode: str = "nearest") -> np.ndarray:
     """A float32 copy of finite 3D ``x`` smoothed along each axis whose sigma (voxels) is > 0. Equal to
-    ``scipy.ndimage.gaussian_filter(x, sigmas, mode="nearest", truncate=3)`` to float32 rounding (that filter
+    ``scipy.ndimage.gaussian_filter(x, sigmas, mode=mode, truncate=truncate)`` to float32 rounding (that filter
     accumulates in float64).
 
     The copy is smoothed in place, slab by slab with slab-sized temporaries: whole-block intermediates cost
@@ -132,20 +140,22 @@ def gaussian_smooth(x: np.ndarray, sigmas) -> np.ndarray:
     if x.ndim != 3:
         raise ValueError(f"gaussian_smooth needs a 3D array, got shape {x.shape}")
     a, b, c = x.shape
+    kernel = {"truncate": float(truncate), "mode": mode}
     if sigmas[0] > 0:  # along axis 0, slabs across axis 1
         rows = max(1, _SLAB // (a * c))
         for b0 in range(0, b, rows):
             slab = x[:, b0 : b0 + rows, :]
-            slab[...] = _smooth_axis(slab, float(sigmas[0]), 0)
+            slab[...] = _smooth_axis(slab, float(sigmas[0]), 0, **kernel)
     if sigmas[1] > 0 or sigmas[2] > 0:  # within planes, slabs across axis 0
         rows = max(1, _SLAB // (b * c))
         for a0 in range(0, a, rows):
             slab = x[a0 : a0 + rows]
             if sigmas[1] > 0 and sigmas[2] > 0:
-                _smooth_axis(_smooth_axis(slab, float(sigmas[1]), 1), float(sigmas[2]), 2, out=slab)
+                _smooth_axis(_smooth_axis(slab, float(sigmas[1]), 1, **kernel), float(sigmas[2]), 2, out=slab,
+                             **kernel)
             else:
                 axis = 1 if sigmas[1] > 0 else 2
-                slab[...] = _smooth_axis(slab, float(sigmas[axis]), axis)
+                slab[...] = _smooth_axis(slab, float(sigmas[axis]), axis, **kernel)
     return x
 
 
