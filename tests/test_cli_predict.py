@@ -174,6 +174,46 @@ def test_bundled_default_model_runs_offline_on_the_example(capsys, monkeypatch):
         assert captured.err.count("trained on synthetic data only") == 1
 
 
+@pytest.fixture
+def resolver_calls(monkeypatch):
+    """Every call of hub.resolve.resolve_checkpoint, as (name, include_onnx): the one trip from a name to a folder."""
+    import age2hie_hub.hub.resolve as resolve
+
+    calls, real = [], resolve.resolve_checkpoint
+
+    def counting(name, **kwargs):
+        calls.append((str(name), kwargs.get("include_onnx", False)))
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(resolve, "resolve_checkpoint", counting)
+    return calls
+
+
+def test_the_model_name_is_resolved_once_per_run(ckpt, scans, resolver_calls, capsys):
+    """auto asks for model.onnx in the same trip that finds the weights; torch asks for the weights only."""
+    assert main([str(scans[0]), "--model", str(ckpt), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "torch"  # no model.onnx beside the weights
+    assert resolver_calls == [(str(ckpt), True)]
+    resolver_calls.clear()
+    assert main([str(scans[0]), "--model", str(ckpt), "--backend", "torch", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "torch"
+    assert resolver_calls == [(str(ckpt), False)]
+
+
+def test_auto_backend_with_an_onnx_file_or_openvino(ckpt, scans, tmp_path, resolver_calls, capsys):
+    """--onnx-file makes auto choose ONNX without looking for the checkpoint's export; --openvino on a checkpoint
+    without one is the torch backend's one-line error, as with --backend torch."""
+    missing = tmp_path / "elsewhere.onnx"
+    assert main([str(scans[0]), "--model", str(ckpt), "--onnx-file", str(missing)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{missing}: no ONNX export for model" in err[0]
+    assert resolver_calls == [(str(ckpt), False)]
+    for backend in ("auto", "torch"):
+        assert main([str(scans[0]), "--model", str(ckpt), "--backend", backend, "--openvino"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "openvino=True is an ONNX Runtime execution provider" in err[0]
+
+
 @pytest.mark.slow
 def test_auto_backend_uses_the_onnx_export_when_present(tmp_path, scans, capsys):
     from age2hie_hub.hub import from_pretrained

@@ -222,6 +222,11 @@ def test_hub_checkpoint_with_onnx_runs_both_backends_and_pins_the_commit(exporte
         scan = (adc_array(), adc_affine())
         via_onnx = Predictor.from_pretrained("hf-hub:lab/age2hie-tiny", backend="onnx").predict(scan)
         via_torch = Predictor.from_pretrained("hf-hub:lab/age2hie-tiny", device="cpu").predict(scan)
+        # auto: one trip to the Hub (one snapshot's model info) finds the weights and the export, and runs ONNX
+        before = len(hub.requests)
+        auto = Predictor.from_pretrained("hf-hub:lab/age2hie-tiny", backend="auto")
+        infos = [p for m, p in hub.requests[before:] if m == "GET" and p.startswith("/api/models/lab/age2hie-tiny")]
+        assert len(infos) == 1 and auto.backend.backend == "onnx"
     for p in (via_onnx, via_torch):
         assert (p.model, p.repo_id, p.revision) == ("hf-hub:lab/age2hie-tiny", "lab/age2hie-tiny", commit)
     assert via_onnx.weights_sha256 == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()

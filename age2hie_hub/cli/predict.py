@@ -109,25 +109,12 @@ def _run(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> Any:
     from age2hie_hub.inference import Predictor
 
-    backend = args.backend
-    if backend == "auto":
-        # ONNX Runtime starts in ~1 s where importing torch alone takes ~4 s, and the export was checked
-        # against torch (<= 1e-4) when it was written; without an export, torch.
-        backend = "onnx" if args.onnx_file or _has_onnx_export(args) else "torch"
+    # backend "auto": ONNX Runtime when the checkpoint holds a model.onnx (it starts without importing torch),
+    # else torch; Predictor resolves the name once and makes that choice.
     return Predictor.from_pretrained(
-        args.model, backend=backend, device=args.device, revision=args.revision,
+        args.model, backend=args.backend, device=args.device, revision=args.revision,
         local_files_only=args.local_files_only, onnx_file=args.onnx_file, openvino=args.openvino,
     )
-
-
-def _has_onnx_export(args: argparse.Namespace) -> bool:
-    from age2hie_hub.hub.checkpoint import ONNX_NAME
-    from age2hie_hub.hub.resolve import resolve_checkpoint
-
-    folder = resolve_checkpoint(
-        args.model, revision=args.revision, local_files_only=args.local_files_only, include_onnx=True
-    ).folder
-    return (folder / ONNX_NAME).is_file()
 
 
 def _list_models() -> int:

@@ -85,8 +85,8 @@ def _bundled_folder(alias: str) -> Path | None:
     return folder if (folder / CONFIG_NAME).is_file() else None
 
 
-# Folders already verified in this process, with the (name, size, mtime) of their files then: the CLI resolves
-# a name twice (backend choice, then loading), and rehashing unchanged files would cost ~20 ms each time.
+# Folders already verified in this process, with the (name, size, mtime) of their files then: a process that loads
+# a bundled model more than once (a notebook, a benchmark, the tests) does not rehash unchanged files each time.
 _VERIFIED: dict[Path, tuple[tuple[str, int, int], ...]] = {}
 
 
@@ -344,6 +344,14 @@ def from_pretrained(
     resolved = resolve_checkpoint(
         name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
     )
+    return load_resolved(resolved, device=device)
+
+
+def load_resolved(resolved: ResolvedCheckpoint, *, device: "str | torch.device | None" = None) -> "Age2HieNet":
+    """Load a checkpoint `resolve_checkpoint` already found (no second trip to the resolver or the Hub).
+
+    Same model as `from_pretrained`: strict, eval mode, `.checkpoint_source` naming the name, repo and commit.
+    """
     model = load_checkpoint(resolved.folder, device=device)
     parsed = resolved.parsed
     model.checkpoint_source = dataclasses.replace(
@@ -353,5 +361,5 @@ def from_pretrained(
         revision=(parsed.revision or "main") if parsed.repo_id else None,
         commit=resolved.commit,
     )
-    logger.info("loaded %s from %s", name, resolved.folder)
+    logger.info("loaded %s from %s", parsed.name, resolved.folder)
     return model

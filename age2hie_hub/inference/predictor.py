@@ -21,10 +21,13 @@ from age2hie_hub.inference.prediction import Prediction
 
 if TYPE_CHECKING:
     from age2hie_hub.hub.config import CheckpointConfig
+    from age2hie_hub.hub.resolve import ResolvedCheckpoint
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
+BACKEND_CHOICES = ("auto", *BACKENDS)
+OPENVINO_NEEDS_ONNX = "openvino=True is an ONNX Runtime execution provider: use backend='onnx'"
 EXECUTORS = ("thread", "process")
 # Per-scan failures that predict_many reports and moves past; anything else is a bug and propagates.
 INPUT_ERRORS = (Age2HieError, OSError, ValueError, TypeError)
@@ -78,6 +81,17 @@ def is_synthetic(provenance: dict[str, Any]) -> bool:
     return bool(provenance.get("synthetic", False))
 
 
+def choose_backend(folder: Path, onnx_file: str | os.PathLike[str] | None = None) -> str:
+    """backend="auto": "onnx" when an ONNX file is given or the checkpoint folder holds model.onnx, else "torch".
+
+    ONNX Runtime starts without importing torch, and every model.onnx the package writes was checked against
+    torch when it was exported (docs/inference.md); a checkpoint without an export runs on torch.
+    """
+    from age2hie_hub.hub.checkpoint import ONNX_NAME
+
+    return "onnx" if onnx_file or (Path(folder) / ONNX_NAME).is_file() else "torch"
+
+
 class Predictor:
     """Run one checkpoint on scans. Build with `Predictor.from_pretrained(name, backend=..., device=...)`.
 
@@ -115,26 +129,36 @@ class Predictor:
         optimize: str = "auto",
         openvino: bool | None = None,
     ) -> "Predictor":
-        """Load a checkpoint by alias, `hf-hub:org/name[@revision]` or folder.
+        """Load a checkpoint by alias, `hf-hub:org/name[@revision]` or folder; the name is resolved once.
 
         backend="onnx" reads config.json and model.onnx (or `onnx_file`) and never imports torch. On CPU it runs
         on ONNX Runtime's OpenVINO execution provider when that is installed (`openvino=None`), always
-        (`openvino=True`, an error without it) or never (`openvino=False`).
+        (`openvino=True`, an error without it) or never (`openvino=False`). backend="auto" (what age2hie-predict
+        uses) is "onnx" when `onnx_file` is given or the checkpoint holds a model.onnx, else "torch".
         """
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in BACKEND_CHOICES:
+            raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
+        if openvino and backend == "torch":
+            raise ValueError(OPENVINO_NEEDS_ONNX)
+        # hub's resolver, never its loader here: the ONNX path must not import torch.
+        from age2hie_hub.hub.resolve import resolve_checkpoint
+
         name = str(name)
+        resolved = resolve_checkpoint(
+            name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+            include_onnx=backend != "torch" and onnx_file is None,
+        )
+        if backend == "auto":
+            backend = choose_backend(resolved.folder, onnx_file)
+            log.info("backend %s for %s (auto)", backend, name)
         if backend == "onnx":
-            return cls._from_onnx(name, device, revision, cache_dir, local_files_only, token, onnx_file, openvino)
+            return cls._from_onnx(name, resolved, device, onnx_file, openvino)
         if openvino:
-            raise ValueError("openvino=True is an ONNX Runtime execution provider: use backend='onnx'")
-        from age2hie_hub.hub import from_pretrained
+            raise ValueError(OPENVINO_NEEDS_ONNX)
+        from age2hie_hub.hub.resolve import load_resolved
         from age2hie_hub.inference.torch_backend import TorchBackend, resolve_device
 
-        model = from_pretrained(
-            name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-            device=str(resolve_device(device)),
-        )
+        model = load_resolved(resolved, device=str(resolve_device(device)))
         config, source = model.checkpoint_config, model.checkpoint_source
         info = ModelInfo(
             name=name,
@@ -147,18 +171,11 @@ class Predictor:
 
     @classmethod
     def _from_onnx(
-        cls, name: str, device: str, revision: str | None, cache_dir: Any, local_files_only: bool,
-        token: str | None, onnx_file: Any, openvino: bool | None = None,
+        cls, name: str, resolved: ResolvedCheckpoint, device: str, onnx_file: Any, openvino: bool | None = None,
     ) -> "Predictor":
-        # hub's resolver and config reader, never its loader: this path must not import torch.
         from age2hie_hub.hub.checkpoint import ONNX_NAME, WEIGHTS_NAME, file_sha256, read_config
-        from age2hie_hub.hub.resolve import resolve_checkpoint
         from age2hie_hub.onnx.runtime import OnnxSession
 
-        resolved = resolve_checkpoint(
-            name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-            include_onnx=onnx_file is None,
-        )
         folder, parsed = resolved.folder, resolved.parsed
         config = read_config(folder)
         path = Path(onnx_file) if onnx_file else folder / ONNX_NAME
