@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -63,6 +64,9 @@ def test_files_folder_glob_and_csv_list(ckpt, scans, tmp_path, capsys):
     assert len(rows) == 1 + 3 + 2 + 2 and all(r["status"] == "ok" for r in rows)
     assert [r["source"] for r in rows[:4]] == [str(scans[0])] + [str(p) for p in scans]
     assert rows[0]["probability"] == rows[1]["probability"]  # same scan, same number, any batch
+    sha = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
+    assert {(r["model_file"], r["model_file_sha256"], r["weights_sha256"]) for r in rows} == {
+        ("model.safetensors", sha, sha)}  # weights_sha256: the deprecated column, kept for one release
     assert captured.out.count("P(adverse outcome) = ") == 8
     # the synthetic-model notice: one line, on stderr, so stdout stays clean for --json
     assert captured.err.count("trained on synthetic data only") == 1

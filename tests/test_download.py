@@ -122,7 +122,7 @@ def test_clean_download_then_offline_predict(hub: HubServer, tmp_path: Path, mon
     assert predict(["--model", "age2hie", "--example", "--json"]) == 0
     bundled = json.loads(capsys.readouterr().out)
     assert len(hub.requests) == n_requests
-    assert downloaded["model"] == REPO_ID and downloaded["weights_sha256"] == bundled["weights_sha256"]
+    assert downloaded["model"] == REPO_ID and downloaded["model_file_sha256"] == bundled["model_file_sha256"]
     assert downloaded["probability"] == pytest.approx(bundled["probability"], abs=1e-5)
 
     # A second run finds every file in place, checks them again, and says the same.

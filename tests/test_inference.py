@@ -40,6 +40,23 @@ def test_prediction_is_frozen_and_round_trips_through_json():
         Prediction.from_dict({**p.to_dict(), "probabilty": 1})
 
 
+def test_weights_sha256_is_the_deprecated_name_of_model_file_sha256():
+    """Kept for one release: the property warns, to_dict writes the old key beside the new, from_dict reads
+    a result written before the rename."""
+    digest = "ab" * 32
+    p = Prediction(source=None, task="hie_outcome", label="adverse", threshold=0.5, probability=0.7,
+                   model_file="model.onnx", model_file_sha256=digest)
+    with pytest.warns(DeprecationWarning, match="model_file_sha256"):
+        assert p.weights_sha256 == digest
+    plain = p.to_dict()
+    assert plain["model_file_sha256"] == plain["weights_sha256"] == digest
+    assert list(plain).index("weights_sha256") == list(plain).index("model_file_sha256") + 1
+    assert Prediction.from_dict(plain) == p
+    old = {k: v for k, v in plain.items() if k not in ("model_file", "model_file_sha256")}
+    assert Prediction.from_dict(old).model_file_sha256 == digest
+    assert Prediction.from_dict({**plain, "weights_sha256": "cd" * 32}).model_file_sha256 == digest  # new name wins
+
+
 def test_every_input_kind_gives_the_same_prediction(predictor, scan, outcome_ckpt):
     import nibabel as nib
 
@@ -59,7 +76,8 @@ def test_every_input_kind_gives_the_same_prediction(predictor, scan, outcome_ckp
     assert p.label == ("adverse" if p.probability >= 0.5 else "favourable") and p.threshold == 0.5
     assert p.source == str(scan) and results[2].source is None
     assert (p.backend, p.device, p.task) == ("torch", "cpu", "hie_outcome")
-    assert p.weights_sha256 == hashlib.sha256((outcome_ckpt / "model.safetensors").read_bytes()).hexdigest()
+    assert p.model_file == "model.safetensors"
+    assert p.model_file_sha256 == hashlib.sha256((outcome_ckpt / "model.safetensors").read_bytes()).hexdigest()
     assert p.synthetic_model is True and predictor.synthetic
     assert p.input_shape == (40, 48, 20) and p.input_spacing_mm == pytest.approx((1.8, 1.8, 3.0))
     assert p.input_unit == "1e-6mm2/s" and p.unit_guessed and not p.orientation_changed

@@ -67,7 +67,8 @@ def test_onnx_backend_matches_torch(exported, tmp_path, provider):
     assert np.allclose([p.probability for p in got], [p.probability for p in want], atol=1e-4)
     p = got[0]
     assert (p.backend, p.device) == ("onnx", provider)
-    assert p.weights_sha256 == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    assert p.model_file == "model.onnx"
+    assert p.model_file_sha256 == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
     assert p.synthetic_model and p.label in ("favourable", "adverse")
 
 
@@ -103,6 +104,22 @@ def test_export_refuses_old_opsets_and_writes_nothing(tmp_path):
     assert not list(tmp_path.glob("*.onnx*")) and not list(tmp_path.glob(".out.onnx*"))
 
 
+def test_onnx_session_is_a_deprecated_name_of_the_onnx_backend():
+    import warnings
+
+    import age2hie_hub.onnx
+    from age2hie_hub.onnx import runtime
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the current name warns about nothing
+        assert age2hie_hub.onnx.OnnxBackend is runtime.OnnxBackend
+    for module in (age2hie_hub.onnx, runtime):
+        with pytest.warns(DeprecationWarning, match="OnnxSession is now OnnxBackend"):
+            assert module.OnnxSession is runtime.OnnxBackend
+    with pytest.raises(AttributeError):
+        runtime.OnnxSessions  # noqa: B018 - only the one old name is kept
+
+
 def test_cpu_session_uses_one_intra_op_thread_per_usable_core(monkeypatch):
     # The one CPU session setting that measurably pays (docs/inference.md): an intra-op pool sized to the
     # cores this process may use (container affinity, not the host's count), no inter-op pool.
@@ -113,11 +130,11 @@ def test_cpu_session_uses_one_intra_op_thread_per_usable_core(monkeypatch):
 
     path = resolve_checkpoint("age2hie").folder / "model.onnx"
     monkeypatch.setattr(providers.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    session = runtime.OnnxSession(path, device="cpu", openvino=False)
+    session = runtime.OnnxBackend(path, device="cpu", openvino=False)
     options = session.session.get_session_options()
     assert session.threads == options.intra_op_num_threads == 1
     assert options.execution_mode == onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    assert runtime.OnnxSession(path, device="cpu", threads=3).session.get_session_options().intra_op_num_threads == 3
+    assert runtime.OnnxBackend(path, device="cpu", threads=3).session.get_session_options().intra_op_num_threads == 3
     # OpenVINO gets the same thread count, and float32 (its default may compute in bf16 on CPUs that have it).
     config = json.loads(providers.openvino_options(3)["load_config"])["CPU"]
     assert config == {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "3"}
@@ -229,5 +246,6 @@ def test_hub_checkpoint_with_onnx_runs_both_backends_and_pins_the_commit(exporte
         assert len(infos) == 1 and auto.backend.backend == "onnx"
     for p in (via_onnx, via_torch):
         assert (p.model, p.repo_id, p.revision) == ("hf-hub:lab/age2hie-tiny", "lab/age2hie-tiny", commit)
-    assert via_onnx.weights_sha256 == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    assert (via_onnx.model_file, via_torch.model_file) == ("model.onnx", "model.safetensors")
+    assert via_onnx.model_file_sha256 == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
     assert via_onnx.probability == pytest.approx(via_torch.probability, abs=1e-4)

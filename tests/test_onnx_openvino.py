@@ -40,10 +40,10 @@ def bundled_onnx(name: str):
 def test_openvino_gives_the_cpu_providers_numbers_in_float32(openvino, name):
     # OpenVINO's default on CPUs with bf16/fp16 units moved the bundled model's probability by 3.6e-3 (measured);
     # forced float32 it agrees to ~1e-7 with ONNX Runtime's own kernels.
-    from age2hie_hub.onnx.runtime import OnnxSession
+    from age2hie_hub.onnx.runtime import OnnxBackend
 
-    fast = OnnxSession(bundled_onnx(name), device="cpu")
-    plain = OnnxSession(bundled_onnx(name), device="cpu", openvino=False)
+    fast = OnnxBackend(bundled_onnx(name), device="cpu")
+    plain = OnnxBackend(bundled_onnx(name), device="cpu", openvino=False)
     assert (fast.provider, plain.provider) == (OPENVINO, CPU)
     shape = fast.input_shape[1:]
     for batch in (1, 3):  # a second shape on the same session: the batch axis is dynamic
@@ -55,7 +55,7 @@ def test_openvino_gives_the_cpu_providers_numbers_in_float32(openvino, name):
 
 
 def test_openvino_writes_nothing_beside_the_model_or_in_the_working_folder(openvino, tmp_path, monkeypatch):
-    from age2hie_hub.onnx.runtime import OnnxSession
+    from age2hie_hub.onnx.runtime import OnnxBackend
 
     folder = tmp_path / "model"
     folder.mkdir()
@@ -63,7 +63,7 @@ def test_openvino_writes_nothing_beside_the_model_or_in_the_working_folder(openv
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
-    session = OnnxSession(folder / "model.onnx", device="cpu")
+    session = OnnxBackend(folder / "model.onnx", device="cpu")
     session.run(np.zeros((2, *session.input_shape[1:]), np.float32))
     assert session.provider == OPENVINO
     assert [p.name for p in folder.iterdir()] == ["model.onnx"] and not list(work.iterdir())
@@ -88,16 +88,16 @@ def mixed_graph(path):
 
 
 def test_a_graph_openvino_cannot_take_whole_runs_on_the_cpu_provider(openvino, tmp_path, caplog):
-    from age2hie_hub.onnx.runtime import OnnxSession
+    from age2hie_hub.onnx.runtime import OnnxBackend
 
     path = mixed_graph(tmp_path / "mixed.onnx")
     with caplog.at_level(logging.WARNING, logger="age2hie_hub.onnx.runtime"):
-        session = OnnxSession(path, device="cpu")
+        session = OnnxBackend(path, device="cpu")
     assert session.provider == CPU  # never reported as OpenVINO while part of the graph ran elsewhere
     assert "OpenVINOExecutionProvider" in caplog.text and "CPU provider instead" in caplog.text
     assert session.run(np.ones((2, 1, 4, 4, 4), np.float32))["probability"].ravel().tolist() == [1.0, 1.0]
     with pytest.raises(CheckpointError, match=r"mixed\.onnx: .*OpenVINOExecutionProvider"):
-        OnnxSession(path, device="cpu", openvino=True)
+        OnnxBackend(path, device="cpu", openvino=True)
 
 
 def test_cli_reports_the_provider_that_ran(openvino, capsys):

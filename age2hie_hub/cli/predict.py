@@ -23,7 +23,9 @@ CHALLENGE_OUTPUT = "2-year-neurocognitive-outcome.json"
 CSV_COLUMNS = (
     "source", "status", "task", "label", "probability", "threshold", "age", "age_sd", "age_unit", "value",
     "interval_low", "interval_high", "interval_level", "calibrated_probability", "prediction_set", "set_level",
-    "model", "revision", "weights_sha256", "synthetic_model", "backend", "device", "warnings", "error",
+    "model", "revision", "model_file", "model_file_sha256",
+    "weights_sha256",  # deprecated: model_file_sha256 under its former name, kept in this release (docs/inference.md)
+    "synthetic_model", "backend", "device", "warnings", "error",
 )
 
 
@@ -250,7 +252,8 @@ def _emit(p: Any, row: dict[str, Any], args: argparse.Namespace) -> None:
     lines = [format_prediction(p)]
     if args.verbose:
         lines += [f"  note: {n}" for n in p.notes]
-        lines.append(f"  model {p.model} ({p.backend} on {p.device}, weights sha256 {(p.weights_sha256 or '')[:12]})")
+        ran = f"{p.model_file} sha256 {(p.model_file_sha256 or '')[:12]}"
+        lines.append(f"  model {p.model} ({p.backend} on {p.device}, {ran})")
     _say("\n".join(lines))
 
 

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from age2hie_hub._config import check_keys, to_plain
+
+# Output key of the deprecated name of `model_file_sha256`: still written by to_dict (JSON and CSV output) and
+# read by from_dict in this release, removed in the next (docs/inference.md).
+DEPRECATED_SHA256_KEY = "weights_sha256"
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,12 @@ class Prediction:
     prediction_set: tuple[str, ...] | None = None  # hie_outcome: conformal set of labels at set_level
     set_level: float | None = None
     # Which model ran: the name as given, the Hub repo and revision when it came from there,
-    # and the sha256 of the weights file that ran (safetensors for torch, model.onnx for onnx).
+    # and the file that ran with its SHA-256 (model.safetensors on torch, model.onnx on onnx).
     model: str = ""
     repo_id: str | None = None
     revision: str | None = None
-    weights_sha256: str | None = None
+    model_file: str | None = None
+    model_file_sha256: str | None = None
     synthetic_model: bool = False  # the weights were trained on synthetic data only (provenance)
     backend: str = "torch"  # "torch" or "onnx"
     device: str = "cpu"  # torch device ("cpu", "cuda:0") or ONNX Runtime provider that ran
@@ -73,16 +79,32 @@ class Prediction:
             return max(self.probabilities)
         return self.value
 
+    @property
+    def weights_sha256(self) -> str | None:
+        """Deprecated: `model_file_sha256` (on the ONNX backend this was always model.onnx's hash, not the weights')."""
+        warnings.warn("Prediction.weights_sha256 is now model_file_sha256 (the SHA-256 of model_file, the file that "
+                      "ran); the old name will be removed", DeprecationWarning, stacklevel=2)
+        return self.model_file_sha256
+
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
+        plain = to_plain(self)
+        out: dict[str, Any] = {}
+        for key, value in plain.items():  # the deprecated key beside its new name, for one release
+            out[key] = value
+            if key == "model_file_sha256":
+                out[DEPRECATED_SHA256_KEY] = value
+        return out
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Prediction":
-        check_keys(cls, data)
         data = dict(data)
+        if DEPRECATED_SHA256_KEY in data:  # what to_dict wrote (always beside model_file_sha256 from this release on)
+            old = data.pop(DEPRECATED_SHA256_KEY)
+            data.setdefault("model_file_sha256", old)
+        check_keys(cls, data)
         for name, f in ((f.name, f) for f in dataclasses.fields(cls)):
             if name in data and isinstance(data[name], list):
                 data[name] = tuple(data[name])

@@ -5,6 +5,7 @@ import logging
 import multiprocessing
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -49,8 +50,16 @@ class ModelInfo:
     name: str
     repo_id: str | None = None
     revision: str | None = None
-    weights_sha256: str | None = None
+    model_file: str | None = None  # the file that runs: model.safetensors (torch) or the ONNX file (onnx)
+    model_file_sha256: str | None = None
     synthetic: bool = False
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """Deprecated: `model_file_sha256`."""
+        warnings.warn("ModelInfo.weights_sha256 is now model_file_sha256; the old name will be removed",
+                      DeprecationWarning, stacklevel=2)
+        return self.model_file_sha256
 
 
 @dataclass
@@ -155,16 +164,18 @@ class Predictor:
             return cls._from_onnx(name, resolved, device, onnx_file, openvino)
         if openvino:
             raise ValueError(OPENVINO_NEEDS_ONNX)
+        from age2hie_hub.hub.checkpoint import WEIGHTS_NAME
         from age2hie_hub.hub.resolve import load_resolved
-        from age2hie_hub.inference.torch_backend import TorchBackend, resolve_device
+        from age2hie_hub.inference.torch_backend import TorchBackend, inference_device
 
-        model = load_resolved(resolved, device=str(resolve_device(device)))
+        model = load_resolved(resolved, device=str(inference_device(device)))
         config, source = model.checkpoint_config, model.checkpoint_source
         info = ModelInfo(
             name=name,
             repo_id=source.repo_id,
             revision=source.commit or source.revision,  # the exact commit when the Hub told us one
-            weights_sha256=source.sha256,
+            model_file=WEIGHTS_NAME,
+            model_file_sha256=source.sha256,
             synthetic=is_synthetic(config.provenance),
         )
         return cls(TorchBackend(model, device=device, optimize=optimize), config, info)
@@ -174,7 +185,7 @@ class Predictor:
         cls, name: str, resolved: ResolvedCheckpoint, device: str, onnx_file: Any, openvino: bool | None = None,
     ) -> "Predictor":
         from age2hie_hub.hub.checkpoint import ONNX_NAME, WEIGHTS_NAME, file_sha256, read_config
-        from age2hie_hub.onnx.runtime import OnnxSession
+        from age2hie_hub.onnx.runtime import OnnxBackend
 
         folder, parsed = resolved.folder, resolved.parsed
         config = read_config(folder)
@@ -184,16 +195,17 @@ class Predictor:
                 f"{path}: no ONNX export for model {name!r}; create it with "
                 f"`age2hie-export onnx --model {name} -o {path}` or use --backend torch"
             )
-        session = OnnxSession(path, device=device, openvino=openvino)
-        _check_onnx_matches_weights(session, folder / WEIGHTS_NAME, name)
+        onnx_backend = OnnxBackend(path, device=device, openvino=openvino)
+        _check_onnx_matches_weights(onnx_backend, folder / WEIGHTS_NAME, name)
         info = ModelInfo(
             name=name,
             repo_id=parsed.repo_id,
             revision=resolved.commit or ((parsed.revision or "main") if parsed.repo_id else None),
-            weights_sha256=file_sha256(path),
+            model_file=path.name,
+            model_file_sha256=file_sha256(path),
             synthetic=is_synthetic(config.provenance),
         )
-        return cls(session, config, info)
+        return cls(onnx_backend, config, info)
 
     # -- prediction -----------------------------------------------------------------------------------
     @property
@@ -366,7 +378,8 @@ class Predictor:
             model=info.name,
             repo_id=info.repo_id,
             revision=info.revision,
-            weights_sha256=info.weights_sha256,
+            model_file=info.model_file,
+            model_file_sha256=info.model_file_sha256,
             synthetic_model=info.synthetic,
             backend=self.backend.backend,
             device=self.backend.device,
@@ -418,19 +431,20 @@ def _pool(executor: str, workers: int) -> Executor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
-def _check_onnx_matches_weights(session: Any, weights: Path, name: str) -> None:
+def _check_onnx_matches_weights(onnx_backend: Any, weights: Path, name: str) -> None:
     """Refuse a model.onnx exported from other weights than the checkpoint's model.safetensors."""
     from age2hie_hub.hub.checkpoint import file_sha256
     from age2hie_hub.onnx.runtime import WEIGHTS_KEY
 
-    exported_from = session.metadata.get(WEIGHTS_KEY)
+    exported_from = onnx_backend.metadata.get(WEIGHTS_KEY)
     if exported_from is None or not weights.is_file():
-        log.info("%s: cannot check that it matches %s (no record of its source weights)", session.path, weights)
+        log.info("%s: cannot check that it matches %s (no record of its source weights)",
+                 onnx_backend.path, weights)
         return
     if file_sha256(weights) != exported_from:
         raise CheckpointError(
-            f"{session.path} was exported from other weights than {weights}; re-export it with "
-            f"`age2hie-export onnx --model {name} -o {session.path}`"
+            f"{onnx_backend.path} was exported from other weights than {weights}; re-export it with "
+            f"`age2hie-export onnx --model {name} -o {onnx_backend.path}`"
         )
 
 

@@ -297,7 +297,8 @@ def render_figure(scan: ScanView) -> "Figure":
     text(0.4, 0.25, scan.name, fontsize=15, fontweight="bold")
     text(0.4, 0.62, prediction_text(p), fontsize=13)
     text(0.4, 0.92, interval_text(p), fontsize=11, color="0.25")
-    model = f"model {p.model} ({p.backend} on {p.device}, weights {(p.weights_sha256 or '?')[:12]})"
+    ran = f"{p.model_file or 'weights'} {(p.model_file_sha256 or '?')[:12]}"
+    model = f"model {p.model} ({p.backend} on {p.device}, {ran})"
     if p.synthetic_model:
         model += " - trained on synthetic data only: a demonstration, not a clinical prediction"
     text(0.4, 1.17, model, fontsize=9, color="0.35")

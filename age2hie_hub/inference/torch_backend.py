@@ -29,7 +29,11 @@ OPTIMIZE = ("auto", "none", "frozen")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(device: str) -> torch.device:
+def inference_device(device: str) -> torch.device:
+    """The torch device a prediction runs on: "auto" (CUDA when torch sees one, else CPU), "cpu", "cuda[:N]".
+
+    An unknown name or "cuda" without a device is a ValueError (training picks its device in train.loop).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.split(":")[0] not in ("cpu", "cuda"):
@@ -47,7 +51,7 @@ class TorchBackend:
     def __init__(self, model: torch.nn.Module, device: str = "auto", optimize: str = "auto") -> None:
         if optimize not in OPTIMIZE:
             raise ValueError(f"optimize must be one of {OPTIMIZE}, got {optimize!r}")
-        self._device = resolve_device(device)
+        self._device = inference_device(device)
         self.model = model.to(self._device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

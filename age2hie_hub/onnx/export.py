@@ -22,7 +22,7 @@ import torch
 
 from age2hie_hub._atomic import publish, temp_sibling
 from age2hie_hub.onnx.providers import openvino_available
-from age2hie_hub.onnx.runtime import INPUT_NAME, WEIGHTS_KEY, OnnxSession
+from age2hie_hub.onnx.runtime import INPUT_NAME, WEIGHTS_KEY, OnnxBackend
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,9 @@ def export_onnx(
         with torch.inference_mode():
             expected = {k: v.float().numpy() for k, v in model.predict_outputs(model(check_x)).items()}
         # Every CPU provider that may run this file here: ONNX Runtime's own kernels, and OpenVINO when installed.
-        sessions = [OnnxSession(tmp, device="cpu", openvino=False)]
+        sessions = [OnnxBackend(tmp, device="cpu", openvino=False)]
         if openvino_available():
-            sessions.append(OnnxSession(tmp, device="cpu", openvino=True))
+            sessions.append(OnnxBackend(tmp, device="cpu", openvino=True))
         diffs = {k: 0.0 for k in keys}
         for session in sessions:
             got = session.run(check_x.numpy())

@@ -1,4 +1,4 @@
-"""ONNX Runtime session for an exported checkpoint. Never imports torch.
+"""The ONNX backend: an ONNX Runtime session for an exported checkpoint. Never imports torch.
 
 Which execution provider runs is chosen in `providers.py` (CUDA, OpenVINO on CPU, or ONNX Runtime's CPU kernels).
 The provider that actually runs is read back from the session, because ONNX Runtime silently falls back to CPU
@@ -7,7 +7,9 @@ when the CUDA libraries cannot be loaded.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +23,9 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "volume"
 WEIGHTS_KEY = "age2hie.weights_sha256"  # metadata: sha256 of the model.safetensors the graph was exported from
 
-class OnnxSession:
-    """A loaded model.onnx: float32 (N, C, X, Y, Z) in, named numpy outputs out."""
+class OnnxBackend:
+    """A loaded model.onnx: float32 (N, C, X, Y, Z) in, named numpy outputs out (the counterpart of
+    `inference.torch_backend.TorchBackend`; `Predictor` runs either)."""
 
     backend = "onnx"
 
@@ -97,3 +100,12 @@ class OnnxSession:
             raise ValueError(f"{self.path}: input batch has shape {batch.shape}, the model takes (N, *{expected})")
         outputs = self.session.run(self.output_names, {INPUT_NAME: batch})
         return dict(zip(self.output_names, outputs))
+
+
+def __getattr__(name: str) -> Any:
+    """`OnnxSession`, OnnxBackend's former name: still importable, with a DeprecationWarning."""
+    if name == "OnnxSession":
+        warnings.warn("age2hie_hub.onnx.runtime.OnnxSession is now OnnxBackend; the old name will be removed",
+                      DeprecationWarning, stacklevel=2)
+        return OnnxBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
