@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from test_inference_support import adc_affine, adc_array, make_checkpoint, write_nifti
+from inference_helpers import adc_affine, adc_array, make_checkpoint, write_nifti
 
 from age2hie_hub.inference import Prediction, Predictor
 from age2hie_hub.io import Volume

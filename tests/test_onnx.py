@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from test_inference_support import adc_affine, adc_array, make_checkpoint, write_nifti
+from inference_helpers import adc_affine, adc_array, make_checkpoint, write_nifti
 
 from age2hie_hub.errors import CheckpointError
 from age2hie_hub.inference import Predictor

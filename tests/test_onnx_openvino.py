@@ -203,7 +203,7 @@ def test_cli_without_an_openvino_device_is_quiet_by_default_and_says_why_with_v(
 
 def test_two_channel_model_in_challenge_mode_answers_as_torch_does(openvino, tmp_path, capsys):
     # The BONBID-HIE container path (ADC + Z-ADC .mha) on OpenVINO gives the torch backend's probability.
-    from test_inference_support import adc_affine, adc_array, make_checkpoint, write_mha
+    from inference_helpers import adc_affine, adc_array, make_checkpoint, write_mha
 
     from age2hie_hub.cli.predict import main
     from age2hie_hub.hub import from_pretrained

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from test_inference_support import adc_affine, adc_array, make_checkpoint, write_nifti
+from inference_helpers import adc_affine, adc_array, make_checkpoint, write_nifti
 
 import age2hie_hub.onnx.providers as providers
 from age2hie_hub.inference import Prediction, Predictor

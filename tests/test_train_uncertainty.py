@@ -55,7 +55,7 @@ def test_release_adds_a_missing_interval_from_the_recorded_residuals(brain_age_r
 
 
 def test_release_calibrates_an_outcome_model_from_its_methods_oof_probabilities(tmp_path):
-    from test_inference_support import make_checkpoint
+    from inference_helpers import make_checkpoint
 
     from age2hie_hub.hub import read_config
     from export.release import ReleaseError, with_uncertainty

@@ -1,6 +1,6 @@
 """Builders shared by the inference, ONNX and predict-CLI tests: tiny checkpoints and small ADC scans.
 
-No tests here; the file is named for the inference area so that it stays with its owners.
+A helper module, not a test module (like hub_server.py and numerics.py): pytest collects nothing here.
 """
 from __future__ import annotations
 
