@@ -1,6 +1,6 @@
 """Golden test: a tiny stored checkpoint with a stored input and the outputs it must give.
 
-age2hie_hub/data/models/_golden/ holds a slim two-channel (ADC + Z-ADC) resnet3d_10 with an outcome
+tests/data/golden/ holds a slim two-channel (ADC + Z-ADC) resnet3d_10 with an outcome
 head (random weights, seed 1234, random BatchNorm statistics) and golden_io.safetensors with an input
 batch, its logits and its backbone features. Wrong, missing or mis-mapped weights, a changed layer
 order in the architecture code, or a loader that silently skips keys all change those numbers.
@@ -26,7 +26,7 @@ from age2hie_hub.hub import (
 from age2hie_hub.models import ModelConfig, build_model
 from age2hie_hub.preprocess.config import PreprocessConfig
 
-GOLDEN = Path(__file__).resolve().parents[1] / "age2hie_hub" / "data" / "models" / "_golden"
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 IO_FILE = GOLDEN / "golden_io.safetensors"
 SEED = 1234
 

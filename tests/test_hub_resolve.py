@@ -11,7 +11,7 @@ from age2hie_hub.hub import ALIASES, from_pretrained, list_pretrained, parse_nam
 from age2hie_hub.hub import resolve as resolve_mod
 from age2hie_hub.hub.resolve import hub_cache_dir, hub_endpoint, hub_offline
 
-GOLDEN = Path(__file__).resolve().parents[1] / "age2hie_hub" / "data" / "models" / "_golden"
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 
 
 def test_local_folder_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,9 +73,17 @@ def test_bundled_alias_folder_is_used_unless_a_revision_is_asked(
     assert parse_name("age2hie", revision="v2").repo_id == ALIASES["age2hie"].repo_id
 
 
-def test_list_pretrained_lists_aliases_only() -> None:
+def test_list_pretrained_lists_aliases_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     names = [info.alias for info in list_pretrained()]
-    assert names == sorted(ALIASES) and "_golden" not in names
+    assert names == sorted(ALIASES)
+    # The package ships release models only; test checkpoints live in tests/data/ (hidden names: staging folders).
+    shipped = {p.name for p in resolve_mod.BUNDLED_DIR.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert shipped <= set(ALIASES), f"{sorted(shipped - set(ALIASES))} in {resolve_mod.BUNDLED_DIR} are no release"
+    shutil.copytree(GOLDEN, tmp_path / "extra")  # a checkpoint folder beside the bundled ones is no alias
+    shutil.copytree(GOLDEN, tmp_path / "age2hie")
+    monkeypatch.setattr(resolve_mod, "BUNDLED_DIR", tmp_path)
+    listed = {info.alias: info.bundled for info in list_pretrained()}
+    assert sorted(listed) == sorted(ALIASES) and listed["age2hie"] and not listed["brain-age"]
     assert all("/" in info.repo_id and info.description for info in list_pretrained())
 
 
