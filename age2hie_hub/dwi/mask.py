@@ -16,8 +16,8 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 def otsu_threshold_fast(values: np.ndarray, bins: int = 256) -> float:
     """:func:`otsu_threshold` of a sample, counted in float32 with one ``bincount`` of uint8 bin numbers.
 
-    ``np.histogram`` works in blocks of 65536 values and corrects every bin index against the edges; on the
-    ~1 M voxels of a whole-head T1 that is 9-12 ms, this ~2-3 ms. The bins are the same (``bins`` equal bins
+    ``np.histogram`` works in blocks of 65536 values and corrects every bin index against the edges; on a
+    whole-head T1 this is several times faster (docs/preprocessing.md). The bins are the same (``bins`` equal bins
     from the sample's min to its max, the max in the last); a value within float rounding of an inner edge can
     land in the bin next to numpy's, which moves the histogram by single counts. On all 155 IXI T1 the level
     equals ``otsu_threshold``'s (benchmarks/bench_preprocess.py --ixi).
@@ -52,11 +52,12 @@ def brain_mask(volume: Volume, *, smooth_sigma: float = 1.0) -> np.ndarray:
     """Boolean foreground mask on the volume's spatial grid.
 
     For a 4D diffusion series the mean b~0 image is used (the mean over volumes when there are no b-values);
-    the image is Gaussian-smoothed (``smooth_sigma`` voxels; a median filter does as well but is
-    ~40x slower on a whole-brain grid), thresholded at Otsu's level, reduced to its largest connected component,
-    closed and hole-filled. Meant for skull-on DWI and ADC maps; it is a foreground mask, not a skull strip.
+    the image is Gaussian-smoothed (``smooth_sigma`` voxels; a median filter does as well but is over an order
+    of magnitude slower on a whole-brain grid), thresholded at Otsu's level, reduced to its largest connected
+    component, closed and hole-filled. Meant for skull-on DWI and ADC maps; it is a foreground mask, not a
+    skull strip.
     """
-    from scipy import ndimage  # imported here: 0.5 s that inference start-up does not need
+    from scipy import ndimage  # imported here: an import inference start-up does not need
 
     data = volume.data
     if data.ndim == 4:

@@ -40,8 +40,8 @@ def sampled_median(data: np.ndarray, keep: str = "positive") -> float | None:
     """Median of the positive (keep="positive") or non-zero (keep="nonzero") finite voxels; None when none are.
 
     Unit detection and range warnings need the median to ~1 %, not exactly: it is taken from every k-th voxel
-    (at most SAMPLE_VOXELS of them), because a full median of a 192x192x40 scan cost 4 ms, twice per scan,
-    a third of the preprocessing (benchmarks/bench_inference.py). Sparse images fall back to every voxel.
+    (at most SAMPLE_VOXELS of them), because a full median, twice per scan, was a third of the preprocessing
+    (benchmarks/bench_inference.py; docs/preprocessing.md). Sparse images fall back to every voxel.
     """
     def kept(values: np.ndarray) -> np.ndarray:
         return values[np.isfinite(values) & ((values > 0) if keep == "positive" else (values != 0))]

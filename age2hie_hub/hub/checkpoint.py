@@ -281,8 +281,8 @@ def _skip_random_init() -> Any:
     """A TorchFunctionMode under which random initialisation is a no-op: tensors stay as allocated.
 
     Not the meta device: initialisers on meta tensors run Python reference kernels that import
-    torch._dynamo (1.2-1.3 s, most of a cold start), and a random initialisation costs ~1 s for a
-    full-width resnet3d_18. Deterministic fills (zeros_, ones_, constant_) still run: they are cheap.
+    torch._dynamo (most of a cold start), and a random initialisation of a full-width resnet3d_18 costs about
+    as much again (docs/inference.md). Deterministic fills (zeros_, ones_, constant_) still run: they are cheap.
     """
     import torch
     from torch.overrides import TorchFunctionMode

@@ -235,8 +235,8 @@ class Predictor:
     ) -> list[Prediction | Exception]:
         """Predict many scans, reading/preprocessing upcoming ones in background workers.
 
-        executor="thread" (default: the heavy steps release the GIL, measured as fast as processes
-        on 2 cores without their start-up cost) or "process". errors="raise" stops at the first unreadable
+        executor="thread" (default: the heavy steps release the GIL, so threads keep up with processes
+        without their start-up cost; docs/inference.md) or "process". errors="raise" stops at the first unreadable
         scan; errors="return" puts the exception in its place in the result list and goes on.
         The torch backend on CPU runs its forward on the cores the workers leave (at least one thread) for the
         duration of the run, see `forward_threads`.
@@ -400,10 +400,9 @@ def forward_threads(backend: Any, workers: int) -> Iterator[int]:
     """While predict_many runs: torch's intra-op threads on CPU = the cores its `workers` leave, at least 1, never
     more than were set; restored afterwards. Yields that number (0 for other backends and devices: untouched).
 
-    Measured on 2 shared cores with the throughput setup of benchmarks/bench_vs_monai.py (68 BONBID-HIE ADC
-    maps, age2hie with anti-aliasing, batch 8, two reader threads): with torch's default two threads the forward
-    took 4.2-4.6 s of a 4.5-5 s run (its OpenMP threads spin-wait for a core a reader holds) and 66-73 ms of
-    CPU per scan; on one thread 1.0-1.2 s of a 2.1-2.2 s run and 31-34 ms per scan.
+    With as many torch threads as cores, the forward's OpenMP threads spin-wait for the cores the readers hold,
+    and the forward took about four times as long, at twice the CPU per scan, as on the threads left over
+    (benchmarks/bench_vs_monai.py's throughput set-up; dated numbers in docs/inference.md).
     """
     if getattr(backend, "backend", None) != "torch" or not str(backend.device).startswith("cpu"):
         yield 0
@@ -449,7 +448,7 @@ def _check_onnx_matches_weights(onnx_backend: Any, weights: Path, name: str) -> 
 
 
 class _NoBar:
-    """Stands in for tqdm when no bar is wanted (tqdm's import costs ~0.1 s of a cold one-scan run)."""
+    """Stands in for tqdm when no bar is wanted (tqdm's import is a visible part of a cold one-scan run)."""
 
     def __enter__(self) -> "_NoBar":
         return self
@@ -472,9 +471,8 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 def default_workers() -> int:
     """Background preprocessing threads: one per core, at most 4.
 
-    On 2 cores two reader threads beat one for every backend (bench_inference.py: torch 38 vs 43 ms per scan,
-    ONNX/OpenVINO 31 vs 41, ONNX/CPU 56 vs 58): the heavy reading steps release the GIL and the forward
-    cannot use both cores all the time anyway.
+    On 2 cores two reader threads beat one for every backend (bench_inference.py; docs/inference.md): the heavy
+    reading steps release the GIL and the forward cannot use both cores all the time anyway.
     """
     from age2hie_hub.onnx.providers import physical_cores
 

@@ -1,13 +1,14 @@
 """The torch backend: an Age2HieNet in eval mode under `torch.inference_mode`.
 
-Optimisation modes (measured in benchmarks/bench_inference.py, recorded in docs/inference.md):
+Optimisation modes (measured with benchmarks/bench_inference.py; the numbers, dated, in docs/inference.md,
+"Numbers behind the code's defaults"):
 - "none":   the eager module;
 - "frozen": traced per batch shape, then `torch.jit.freeze` (BatchNorm folded into the convolutions) and
-            `torch.jit.optimize_for_inference` (oneDNN weight pre-packing, conv+ReLU fusion). On a 2-core
-            CPU this ran a batch of 8 about 1.8x faster than eager, but building it costs about 2-3 batches;
+            `torch.jit.optimize_for_inference` (oneDNN weight pre-packing, conv+ReLU fusion): faster than eager
+            on CPU from a batch of a few scans on, but building it costs about as much as a few batches;
 - "auto":   eager on CUDA; on CPU eager for the first batch of each shape and the frozen graph from the
             second batch of that shape on, so one-scan runs never pay the build and long runs get the speed.
-torch.compile was measured too: 35-100 s to compile on this CPU for no gain over "frozen", so it is not used.
+torch.compile was measured too: up to minutes to compile on a CPU for no gain over "frozen", so it is not used.
 """
 from __future__ import annotations
 

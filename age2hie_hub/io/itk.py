@@ -77,8 +77,8 @@ def read_itk(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict[s
     arr = sitk.GetArrayFromImage(image)  # (z, y, x[, c]) or (t, z, y, x); a copy this array owns
     if n_comp > 1:
         arr = np.moveaxis(arr, -1, 0)  # components act as volumes: (c, z, y, x)
-    # -> (x, y, z[, t]) as a transposed view: a C-order copy of it cost 4-20 ms per BONBID-sized scan, and
-    # SimpleITK's own copy is all the memory traffic the reader needs.
+    # -> (x, y, z[, t]) as a transposed view: a C-order copy of it was a large part of reading a BONBID-sized
+    # scan (docs/preprocessing.md), and SimpleITK's own copy is all the memory traffic the reader needs.
     data = arr.astype(np.float32, copy=False).T.reshape(shape)
     meta: dict[str, Any] = {"format": path.suffix.lower().lstrip(".")}
     meta.update(_nrrd_dwi(keys, data.shape))

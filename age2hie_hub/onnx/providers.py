@@ -3,9 +3,9 @@
 Order for device="auto": CUDA when a device is present (and onnxruntime-gpu offers it); else the OpenVINO plugin
 when it is installed (the `openvino` extra, pip package onnxruntime-ep-openvino) and finds a CPU device; else the
 default CPU provider, with one INFO log line per process saying why (only openvino=True makes it an error).
-OpenVINO is preferred on CPUs because ONNX Runtime's own provider runs Conv3d as im2col + GEMM, at 28-38 % of
-a 2-core machine's measured peak on our 3D ResNets, while OpenVINO's blocked direct 3D convolutions ran ~3x
-faster, at 79-101 % (docs/inference.md, benchmarks/bench_inference.py). Never imports torch.
+OpenVINO is preferred on CPUs because ONNX Runtime's own provider runs Conv3d as im2col + GEMM, well below the
+machine's matmul peak on our 3D ResNets, while OpenVINO's blocked direct 3D convolutions ran several times
+faster, near that peak (dated numbers in docs/inference.md; benchmarks/bench_inference.py). Never imports torch.
 """
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def openvino_available() -> bool:
 
 def openvino_options(threads: int) -> dict[str, str]:
     """OpenVINO settings for a session: float32 always (on CPUs with bf16/fp16 units its default computes in lower
-    precision: the bundled model's probability moved by 3.6e-3, measured), and ONNX Runtime's thread count."""
+    precision, which moved the bundled model's probability in the third decimal: docs/inference.md), and ONNX
+    Runtime's thread count."""
     config = {"CPU": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(threads)}}
     return {"load_config": json.dumps(config)}
 

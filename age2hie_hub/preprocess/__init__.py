@@ -1,7 +1,7 @@
 """Preprocessing: one frozen config, pure steps (orient, resample, crop, intensity) and ``preprocess``.
 
 The config is plain data that checkpoint configs import, so it loads eagerly; the steps (nibabel,
-SimpleITK) load on first use, so importing the config stays light (0.3 s instead of 1 s).
+SimpleITK) load on first use, so importing the config stays light (docs/preprocessing.md).
 """
 from __future__ import annotations
 

@@ -49,9 +49,10 @@ def storage_order(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np
     """The same voxels as a view in memory order (no copy), with the affine that keeps their world positions.
 
     Readers hand back transposed views (SimpleITK's arrays) and reorientation adds flips, so a mask made from
-    them is laid out F-order or backwards; reductions along its last axis then stride across memory (4x slower
-    on a BONBID-sized mask). Flipping the negative-stride axes and ordering the axes by decreasing stride gives
-    a C-ordered view of a mask that is contiguous in any axis order; world-space results are unchanged.
+    them is laid out F-order or backwards; reductions along its last axis then stride across memory (several
+    times slower on a BONBID-sized mask: docs/preprocessing.md). Flipping the negative-stride axes and ordering
+    the axes by decreasing stride gives a C-ordered view of a mask that is contiguous in any axis order;
+    world-space results are unchanged.
     """
     affine = np.asarray(affine, dtype=np.float64).copy()
     view = array

@@ -198,8 +198,9 @@ def _foreground(data: np.ndarray, config: PreprocessConfig, notes: list[str]) ->
     # Smoothing first: on the raw image, background noise near the level scatters voxels all over the field of
     # view, and the crop's bounding box would be the whole scan. The largest component drops what is left.
     # sigma 1 voxel, truncated at 4 sigma, edges mirrored: scipy's gaussian_filter defaults, which the models were
-    # built with, as banded float32 matrix products (~3x faster). The kernel's reach matters beyond its
-    # weights: T1 backgrounds are often exactly 0, and which voxels it lifts above 0 enters Otsu's histogram.
+    # built with, as banded float32 matrix products (faster: docs/preprocessing.md). The kernel's reach matters
+    # beyond its weights: T1 backgrounds are often exactly 0, and which voxels it lifts above 0 enters Otsu's
+    # histogram.
     smooth = gaussian_smooth(view, (1.0, 1.0, 1.0), truncate=4.0, mode="reflect")
     above = smooth[smooth > level]
     if above.size == 0:
@@ -222,8 +223,8 @@ def _largest_region(mask: np.ndarray) -> np.ndarray:
     voxels of the largest (by voxel count of ``mask``) coarse region. It differs from labelling at full
     resolution only where a separate piece's coarse voxels touch the largest region's (at most 3 voxels from it
     in any axis): that piece is kept too. On the smoothed head outlines of the 155 IXI T1 this never moved the
-    box (benchmarks/bench_preprocess.py --ixi). The labelling works on 1/8 of the voxels (on a 90x120x120 IXI
-    grid ~1.5 ms instead of 10-15).
+    box (benchmarks/bench_preprocess.py --ixi). The labelling works on 1/8 of the voxels (timing in
+    docs/preprocessing.md).
     """
     from scipy import ndimage
 

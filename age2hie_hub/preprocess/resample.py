@@ -2,8 +2,8 @@
 
 One interpolation pass maps every target voxel centre through the full affines (target index -> world ->
 source index), so oblique scans land where their world coordinates say. SimpleITK's ResampleImageFilter
-does the interpolation: it is multi-threaded and about 4x faster than scipy.ndimage.affine_transform for
-linear interpolation (see benchmarks/bench_preprocess.py). Only the index-space geometry is handed to
+does the interpolation: it is multi-threaded and several times faster than scipy.ndimage.affine_transform for
+linear interpolation (benchmarks/bench_preprocess.py; docs/preprocessing.md). Only the index-space geometry is handed to
 SimpleITK (unit spacing, identity direction, an affine transform between the two index spaces), so no
 RAS/LPS conversion is involved and sheared affines work too.
 
@@ -22,8 +22,9 @@ The smoothing is the sampled Gaussian truncated at 3 sigma with the edge voxel r
 (what ``scipy.ndimage.gaussian_filter(mode="nearest", truncate=3)`` computes), applied one axis at a time, in
 float32, on the block of source voxels the target grid reaches plus the kernel's radius, in the source array's
 memory order. Each axis is a product with its banded kernel matrix, cut into chunks of output rows so that each
-product only spans the band (BLAS instead of scipy's double-precision line buffers): 3-4x faster than
-``gaussian_filter`` on a BONBID-sized block, equal to it to float32 rounding (tests/test_preprocess_antialias.py).
+product only spans the band (BLAS instead of scipy's double-precision line buffers): several times faster than
+``gaussian_filter`` on a BONBID-sized block (docs/preprocessing.md), equal to it to float32 rounding
+(tests/test_preprocess_antialias.py).
 """
 from __future__ import annotations
 

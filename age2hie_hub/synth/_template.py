@@ -93,7 +93,7 @@ def _upsample(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def load_template() -> Template:
-    """Load and derive the template maps (about 2-4 s, once per process)."""
+    """Load and derive the template maps (seconds, once per process: docs/synthetic_data.md)."""
     import nibabel as nib
     from scipy import ndimage
 
