@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from export.release import ReleaseError, sha256_file
+from age2hie_hub.hub.checkpoint import file_sha256
+from export.release import ReleaseError
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +431,7 @@ def build(work: Path, *, data: Path = DEFAULT_DATA, workers: int = 2, bundle_roo
     with _inside(work):
         brain = train_brain_age(timings)
         parent = brain / "checkpoint"
-        parent_sha = sha256_file(parent / "model.safetensors")
+        parent_sha = file_sha256(parent / "model.safetensors")
         cv = evaluate_age2hie(parent, parent_sha, timings)
         hie = train_age2hie(parent, parent_sha, timings)
     licence = work / "releases" / LICENSE_NAME
@@ -451,7 +452,7 @@ def build(work: Path, *, data: Path = DEFAULT_DATA, workers: int = 2, bundle_roo
         "age2hie_cv": [{k: v for k, v in row.items() if k.split("_")[0] in ("method", "protocol", "n", "accuracy",
                                                                            "auc", "balanced")}
                        for row in cv_metrics["summary"]],
-        "bundled": {name: {p.name: sha256_file(p) for p in sorted(f.iterdir()) if p.is_file()}
+        "bundled": {name: {p.name: file_sha256(p) for p in sorted(f.iterdir()) if p.is_file()}
                     for name, f in folders.items()},
         "golden": golden_values(folders) if onnx else {},
     }

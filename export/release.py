@@ -51,7 +51,6 @@ class Release:
     onnx: dict[str, Any] = field(default_factory=dict)  # opset, exporter, outputs, max_abs_diff, provider
 
 
-sha256_file = file_sha256  # one implementation, in the hub; re-exported for the release scripts
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -87,7 +86,7 @@ def read_metrics(run_dir: Path, checkpoint: Path, config_metrics: dict[str, Any]
                 raise ValueError(f"{path}: not valid JSON ({exc}); the run's metrics file is damaged") from exc
             if not isinstance(data, dict):
                 raise ValueError(f"{path}: the metrics file must hold a JSON object, got {type(data).__name__}")
-            return data, sha256_file(path)
+            return data, file_sha256(path)
     if not config_metrics:
         log.warning("%s has no %s and its config.json records no metrics: the card will say so", run_dir, METRICS_NAME)
     return dict(config_metrics), None
@@ -109,7 +108,7 @@ def _with_evaluation(metrics: dict[str, Any], path: Path) -> tuple[dict[str, Any
     for key in ("summary", "comparisons", "n_cases", "sites"):
         if key in data:
             combined[key] = data[key]
-    return combined, sha256_file(path)
+    return combined, file_sha256(path)
 
 
 def with_uncertainty(config: Any, evaluation: Path | None) -> Any:
@@ -179,7 +178,7 @@ def _release_note(
 
 
 def _write_sums(folder: Path) -> dict[str, str]:
-    sums = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != SUMS_NAME}
+    sums = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != SUMS_NAME}
     (folder / SUMS_NAME).write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())), encoding="utf-8")
     return sums
 
@@ -278,7 +277,7 @@ def build_release(
             onnx_info = {"opset": report.opset, "exporter": report.exporter, "outputs": list(report.outputs),
                          "input_shape": list(report.input_shape), "max_abs_diff": dict(report.max_abs_diff),
                          "provider": report.provider, "tolerance": TOLERANCE}
-        files = {name: sha256_file(staging / name) for name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME)
+        files = {name: file_sha256(staging / name) for name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME)
                  if (staging / name).is_file()}
         card = render_model_card(config, metrics=metrics, release=release_meta, repo_id=repo_id, files=files)
         (staging / CARD_NAME).write_text(str(card).rstrip("\n") + "\n", encoding="utf-8")
@@ -308,7 +307,7 @@ def verify_sums(folder: Path) -> None:
     if set(listed) != present:
         raise ReleaseError(f"{folder}: files {sorted(present)} differ from {SUMS_NAME}'s list {sorted(listed)}")
     for name, digest in sorted(listed.items()):
-        if sha256_file(folder / name) != digest:
+        if file_sha256(folder / name) != digest:
             raise ReleaseError(f"{folder / name}: SHA-256 differs from {SUMS_NAME}; the release was modified")
 
 
@@ -317,7 +316,7 @@ def push_plan(folder: Path, repo_id: str, revision: str | None) -> str:
     lines = [f"would push {folder} to {repo_id} (revision {revision or 'main'}) as one commit:"]
     for p in sorted(folder.iterdir()):
         if p.is_file():
-            lines.append(f"  {p.name:<20} {p.stat().st_size:>12,d} bytes  sha256 {sha256_file(p)}")
+            lines.append(f"  {p.name:<20} {p.stat().st_size:>12,d} bytes  sha256 {file_sha256(p)}")
     lines.append("run again with --no-dry-run to publish")
     return "\n".join(lines)
 
@@ -339,7 +338,7 @@ def push_release(
     with tempfile.TemporaryDirectory(prefix="age2hie-release-verify-") as tmp:
         remote = from_pretrained(repo_id, revision=commit, cache_dir=cache_dir or tmp, token=token)
         local = load_checkpoint(folder)
-        expected = sha256_file(folder / WEIGHTS_NAME)
+        expected = file_sha256(folder / WEIGHTS_NAME)
         if remote.checkpoint_source.sha256 != expected:
             raise ReleaseError(f"{repo_id}@{commit}: the Hub's {WEIGHTS_NAME} differs from {folder / WEIGHTS_NAME}")
         x = example_input(local, local.checkpoint_config, 1)

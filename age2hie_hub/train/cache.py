@@ -16,7 +16,7 @@ import numpy as np
 
 from age2hie_hub._atomic import atomic_path
 from age2hie_hub.preprocess.config import PreprocessConfig
-from age2hie_hub.train.manifest import file_sha256
+from age2hie_hub.train.manifest import files_sha256
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class PreprocessCache:
     def key(self, paths: Sequence[str | Path]) -> str:
         h = hashlib.sha256(self._config_key.encode())
         for p in paths:
-            h.update(file_sha256(p).encode())
+            h.update(files_sha256(p).encode())
         return h.hexdigest()
 
     def path_for(self, paths: Sequence[str | Path]) -> Path:

@@ -89,7 +89,10 @@ class Cohort:
         return replace(self, cases=tuple(self.cases[int(i)] for i in positions))
 
 
-def file_sha256(*paths: str | Path) -> str:
+def files_sha256(*paths: str | Path) -> str:
+    """One sha256 over the contents of ``paths`` in order (a manifest and its table, a case's channels).
+
+    With one path it equals the file's own sha256 (``hub.checkpoint.file_sha256``)."""
     h = hashlib.sha256()
     for p in paths:
         with open(p, "rb") as fh:
@@ -210,7 +213,7 @@ def read_csv_manifest(
         subject = row[subj_col] if subj_col and row.get(subj_col) else Path(files[0]).name.split(".")[0]
         cases.append(Case(subject, tuple(files), row[target], row.get(site_column) or "site0"))
     mods = tuple(modalities) if modalities else (path_column, *channel_columns)
-    return _finish(cases, target, task, classes, str(path), file_sha256(path), mods)
+    return _finish(cases, target, task, classes, str(path), files_sha256(path), mods)
 
 
 def read_bids(
@@ -245,7 +248,7 @@ def read_bids(
     # Paths relative to the data set's root: the hash names the data, not where it happens to be on disk.
     base = root.resolve()
     listing = "".join(Path(os.path.relpath(c.paths[0], base)).as_posix() for c in cases)
-    sha = hashlib.sha256((file_sha256(table) + listing).encode()).hexdigest()
+    sha = hashlib.sha256((files_sha256(table) + listing).encode()).hexdigest()
     return _finish(cases, target, task, classes, str(table), sha, (suffix,))
 
 
@@ -432,7 +435,7 @@ def read_bonbid(
     if left:
         log.info("%s: %d scan(s) in %s have no row in %s and are left out: %s", root, len(left), root / "1ADC_ss",
                  table, ", ".join(left[:5]) + (" ..." if len(left) > 5 else ""))
-    return _finish(cases, target, task, classes, str(table), file_sha256(table), tuple(channels))
+    return _finish(cases, target, task, classes, str(table), files_sha256(table), tuple(channels))
 
 
 def read_cohort(spec: dict[str, Any]) -> Cohort:

@@ -117,7 +117,7 @@ def score_checkpoint(cfg: ScoreConfig, cohort: Cohort | None = None, *, progress
     metrics = _metrics(y, p, threshold, cfg.n_boot, cfg.seed)
     warned = [c.subject for c, pr in zip(cohort.cases, preds, strict=True) if pr.warnings]
     out = {
-        "model": cfg.model, "weights_sha256": predictor.model_info.weights_sha256,
+        "model": cfg.model, "weights_sha256": predictor.model_info.model_file_sha256,
         "model_synthetic": predictor.synthetic, "model_task": config.task, "model_labels": list(config.labels),
         "threshold": threshold, "target": cohort.target_name, "positive": str(cfg.positive), "source": cohort.source,
         "data_manifest_sha256": cohort.sha256, "n_cases": len(cohort), "n_positive": int(y.sum()),
