@@ -27,14 +27,14 @@ MAX_BYTES = 15_000_000
 # outcome) on age2hie_hub/data/examples/synthetic_neonatal_adc.nii.gz, and the brain-age model's (raw) brain
 # age in years on export.build_default_models.golden_t1_volume().
 GOLDEN = {
-    "weights_sha256": "25e4006850d478f44f6b735a63b4d88fa5c09eb2a79d14016923f5d990c08aec",
-    "torch": 0.48623794317245483,
-    "onnx": 0.4862380027770996,
+    "weights_sha256": "18fc0fc250179e532d8a18315f25ca68f0facd5351ff588b6959b65475b38c5d",
+    "torch": 0.5685490965843201,
+    "onnx": 0.5685490965843201,
 }
 GOLDEN_BRAIN_AGE = {
-    "weights_sha256": "b4dc4b6e50f26314782b89e1f2b1f5cedce477cbfec1eb0799d77cc8d8f007b7",
-    "torch": 14.421730041503906,
-    "onnx": 14.42172622680664,
+    "weights_sha256": "a1986818f3b17482a164a4a76e5a18b5e6755c2c374f9c99e6bb76fd0b346e91",
+    "torch": 2.7047386169433594,
+    "onnx": 2.7047271728515625,
 }
 
 
