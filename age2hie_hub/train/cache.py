@@ -1,10 +1,14 @@
-"""Preprocess each volume once and keep the result on disk, keyed by file contents + preprocessing config.
+"""Preprocess each volume once and keep the result on disk, keyed by file contents + preprocessing config
++ the code that computes it.
 
 Epochs then read small ``.npy`` arrays instead of re-decoding ``.nii.gz``/``.mha`` and re-resampling. The key
-changes whenever a file's bytes or any preprocessing field changes, so a stale entry is never served.
+changes whenever a file's bytes, any preprocessing field, the package's reading/preprocessing source or the
+imaging libraries' versions change, so a stale entry is never served (an array made by older preprocessing code
+silently reused once changed a real-data result; the code fingerprint is the guard).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -34,7 +38,8 @@ class PreprocessCache:
         self.root = Path(root)
         self.config = config
         self.dtype = dtype
-        blob = json.dumps({"v": CACHE_VERSION, "dtype": dtype, "config": config.to_dict()}, sort_keys=True)
+        blob = json.dumps({"v": CACHE_VERSION, "dtype": dtype, "config": config.to_dict(),
+                           "code": code_fingerprint()}, sort_keys=True)
         self._config_key = hashlib.sha256(blob.encode()).hexdigest()
 
     def key(self, paths: Sequence[str | Path]) -> str:
@@ -73,6 +78,32 @@ class PreprocessCache:
         else:
             out = [self.ensure(c) for c in tqdm(cases, desc="preprocess", disable=not progress)]
         return out
+
+
+# What a cached array is computed by: the package's reading, DWI and preprocessing code, and the libraries
+# that decode and resample.
+_CODE_PACKAGES = ("io", "dwi", "preprocess")
+_LIBRARIES = ("numpy", "scipy", "SimpleITK", "nibabel")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 of the source of ``age2hie_hub.{io,dwi,preprocess}`` and the versions of the imaging libraries."""
+    from importlib import metadata
+
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for sub in _CODE_PACKAGES:
+        for source in sorted((package / sub).rglob("*.py")):
+            h.update(source.relative_to(package).as_posix().encode())
+            h.update(source.read_bytes())
+    for lib in _LIBRARIES:
+        try:
+            version = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        h.update(f"{lib}=={version}".encode())
+    return h.hexdigest()
 
 
 def _ensure_one(job: tuple[Path, PreprocessConfig, str, tuple[str, ...]]) -> Path:
