@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +31,12 @@ import numpy as np
 
 from age2hie_hub.io import Volume
 from age2hie_hub.preprocess import PreprocessConfig, preprocess
-from age2hie_hub.preprocess import resample as R
 from age2hie_hub.preprocess.pipeline import _foreground as ours_foreground
 from age2hie_hub.preprocess.resample import resample_array, voxel_map
+
+# The pre-rewrite implementations the package is compared with live beside the tests that check against them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_preprocessing import reference_foreground, reference_resample  # noqa: E402
 
 DEFAULT_BONBID = Path(__file__).resolve().parents[2] / "shared" / "data" / "bonbid2023" / "1ADC_ss"
 DEFAULT_IXI = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi_t1"
@@ -88,69 +92,6 @@ def torch_resample(data, src_affine, dst_affine, shape):
     vol = torch.from_numpy(np.ascontiguousarray(data))[None, None]
     return torch.nn.functional.grid_sample(vol, grid_t, mode="bilinear", padding_mode="zeros",
                                            align_corners=False)[0, 0].numpy()
-
-
-def scipy_antialias_resample(data, source_affine, target_affine, shape, interpolation="linear", *, fill=0.0,
-                             source=None, antialias=False, zero_background=False):
-    """The anti-aliased resampling before the banded-matrix Gaussian: a C-order copy of the reachable block,
-    scipy.ndimage.gaussian_filter on all of it (float64 accumulation), then the same SimpleITK pass(es)."""
-    from scipy import ndimage
-
-    mapping = voxel_map(source_affine, target_affine, source)
-    reach = mapping @ R._box_corners(shape)
-    sigmas = R.antialias_sigmas(mapping) if antialias else np.zeros(3)
-    margin = R._MARGIN[interpolation] + np.ceil(R._TRUNCATE * sigmas).astype(int)
-    lo = np.maximum(np.floor(reach[:3].min(axis=1)).astype(int) - margin, 0)
-    hi = np.minimum(np.ceil(reach[:3].max(axis=1)).astype(int) + margin, np.array(data.shape) - 1)
-    if np.any(lo > hi):
-        return np.full(shape, fill, dtype=np.float32)
-    block = np.ascontiguousarray(data[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1], dtype=np.float32)
-    inside = None
-    if sigmas.any():
-        if zero_background and not block.all():
-            inside = (block != 0).astype(np.float32)
-            weight = ndimage.gaussian_filter(inside, sigmas, mode="nearest", truncate=R._TRUNCATE)
-            block = ndimage.gaussian_filter(block, sigmas, mode="nearest", truncate=R._TRUNCATE)
-            np.divide(block, weight, out=block, where=weight > 1e-3)
-            block[weight <= 1e-3] = 0.0
-        else:
-            block = ndimage.gaussian_filter(block, sigmas, mode="nearest", truncate=R._TRUNCATE)
-    mapping = mapping.copy()
-    mapping[:3, 3] -= lo
-    out = R._sitk_resample(block, mapping, shape, interpolation, fill)
-    if inside is not None:
-        keep = R._sitk_resample(inside, mapping, shape, "linear", 0.0) >= 0.5
-        out[~keep] = fill
-    return out
-
-
-def reference_foreground(data, config, notes):
-    """The otsu foreground step before the memory-order rewrite: scipy's gaussian_filter (sigma 1, truncated
-    at 4 sigma, edges mirrored) on the volume as the reader laid it out, np.histogram for Otsu's level and
-    ndimage.label at full resolution."""
-    from scipy import ndimage
-
-    from age2hie_hub.dwi.mask import otsu_threshold
-    from age2hie_hub.preprocess import pipeline
-
-    level = config.foreground_threshold
-    if config.foreground == "threshold":
-        return data > level, level
-    smooth = ndimage.gaussian_filter(data, sigma=1.0)
-    above = smooth[smooth > level]
-    if above.size == 0:
-        return smooth > level, level
-    level = max(level, otsu_threshold(above))
-    outline = max(config.foreground_threshold, pipeline.HEAD_LEVEL_SHARE * level) if config.crop == "brain" \
-        else level
-    labels, n = ndimage.label(smooth > outline)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())[1:]
-        mask = labels == 1 + int(np.argmax(sizes))
-    else:
-        mask = labels > 0
-    notes.append(f"foreground: Otsu level {level:.4g}, largest connected region")
-    return mask, level
 
 
 def ixi_table(folder: Path, repeats: int) -> None:
@@ -212,7 +153,7 @@ def ixi_table(folder: Path, repeats: int) -> None:
 
 
 def bonbid_table(folder: Path, repeats: int) -> None:
-    """Every real BONBID-HIE map: the package's anti-aliased preprocessing against scipy_antialias_resample."""
+    """Every real BONBID-HIE map: the package's anti-aliased preprocessing against reference_resample."""
     from age2hie_hub.dwi import adc_to_mm2s
     from age2hie_hub.io import read_volume
     from age2hie_hub.preprocess import pipeline
@@ -227,7 +168,7 @@ def bonbid_table(folder: Path, repeats: int) -> None:
         volume = adc_to_mm2s(read_volume(path))[0]
         ours = preprocess(volume, config).array
         ours_ms.append(timeit(lambda: preprocess(volume, config), repeats))
-        pipeline.resample_array = scipy_antialias_resample
+        pipeline.resample_array = reference_resample
         try:
             ref = preprocess(volume, config).array
             ref_ms.append(timeit(lambda: preprocess(volume, config), repeats))

@@ -18,39 +18,9 @@ from age2hie_hub.io import Volume
 from age2hie_hub.preprocess import PreprocessConfig, preprocess
 from age2hie_hub.preprocess import resample as R
 
+from reference_preprocessing import reference_resample
+
 RTOL = 1e-6  # of the data's range, see the module docstring
-
-
-def reference_resample(data, source_affine, target_affine, shape, interpolation="linear", *, fill=0.0,
-                       source=None, antialias=False, zero_background=False):
-    """The previous implementation: C-order copy of the reachable block, scipy.ndimage.gaussian_filter on all of
-    it (float64 accumulation), then one SimpleITK pass (and one for the object mask)."""
-    mapping = R.voxel_map(source_affine, target_affine)
-    reach = mapping @ R._box_corners(shape)
-    sigmas = R.antialias_sigmas(mapping) if antialias else np.zeros(3)
-    margin = R._MARGIN[interpolation] + np.ceil(R._TRUNCATE * sigmas).astype(int)
-    lo = np.maximum(np.floor(reach[:3].min(axis=1)).astype(int) - margin, 0)
-    hi = np.minimum(np.ceil(reach[:3].max(axis=1)).astype(int) + margin, np.array(data.shape) - 1)
-    if np.any(lo > hi):
-        return np.full(shape, fill, dtype=np.float32)
-    block = np.ascontiguousarray(data[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1], dtype=np.float32)
-    inside = None
-    if sigmas.any():
-        if zero_background and not block.all():
-            inside = (block != 0).astype(np.float32)
-            weight = ndimage.gaussian_filter(inside, sigmas, mode="nearest", truncate=R._TRUNCATE)
-            block = ndimage.gaussian_filter(block, sigmas, mode="nearest", truncate=R._TRUNCATE)
-            np.divide(block, weight, out=block, where=weight > 1e-3)
-            block[weight <= 1e-3] = 0.0
-        else:
-            block = ndimage.gaussian_filter(block, sigmas, mode="nearest", truncate=R._TRUNCATE)
-    mapping = mapping.copy()
-    mapping[:3, 3] -= lo
-    out = R._sitk_resample(block, mapping, shape, interpolation, fill)
-    if inside is not None:
-        keep = R._sitk_resample(inside, mapping, shape, "linear", 0.0) >= 0.5
-        out[~keep] = fill
-    return out
 
 
 def oblique(spacing, degrees, origin=(0.0, 0.0, 0.0)) -> np.ndarray:

@@ -21,30 +21,10 @@ from age2hie_hub.preprocess import PreprocessConfig, pipeline, preprocess
 from age2hie_hub.preprocess.crop import memory_view
 from age2hie_hub.preprocess.resample import gaussian_smooth
 
+from reference_preprocessing import reference_foreground
+
 BRAIN_AGE = dict(spacing=(5.0, 5.0, 5.0), shape=(32, 38, 32), crop="brain", foreground="otsu",
                  brain_offset=(0.0, -0.1, -82.4))  # the bundled brain-age model's grid
-
-
-def reference_foreground(data, config, notes):
-    """The previous implementation of pipeline._foreground."""
-    from age2hie_hub.preprocess.pipeline import HEAD_LEVEL_SHARE
-
-    level = config.foreground_threshold
-    if config.foreground == "threshold":
-        return data > level, level
-    smooth = ndimage.gaussian_filter(data, sigma=1.0)
-    above = smooth[smooth > level]
-    if above.size == 0:
-        return smooth > level, level
-    level = max(level, otsu_threshold(above))
-    outline = max(config.foreground_threshold, HEAD_LEVEL_SHARE * level) if config.crop == "brain" else level
-    labels, n = ndimage.label(smooth > outline)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())[1:]
-        mask = labels == 1 + int(np.argmax(sizes))
-    else:
-        mask = labels > 0
-    return mask, level
 
 
 def largest_region_reference(mask):
