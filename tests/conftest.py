@@ -6,6 +6,7 @@ from pathlib import Path
 
 import no_openvino
 import pytest
+from hub_server import HubServer
 
 REPO = Path(__file__).resolve().parents[1]
 # CI and developer sessions have ../shared beside the checkout; a user's own clone does not.
@@ -57,3 +58,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The loopback Hub server, with huggingface_hub pointed at it and a fresh cache (no token, not offline)."""
+    server = HubServer().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    yield server
+    server.stop()

@@ -27,17 +27,6 @@ X = torch.randn(2, 1, 16, 16, 12, generator=torch.Generator().manual_seed(3))
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    server = HubServer().start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    yield server
-    server.stop()
-
-
 def tiny(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model(ModelConfig("resnet3d_10", {"width": 0.0625}, "outcome")).eval()

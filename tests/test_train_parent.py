@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from hub_server import HubServer
 from test_train_stages import PREP, TINY, make_bonbid
 
 from age2hie_hub.hub import CheckpointConfig, read_config, save_pretrained
@@ -95,17 +94,6 @@ def test_explicit_keys_override_the_parents_and_only_those(hie, tmp_path):
     assert child["spacing"] == [5.0, 5.0, 5.0]
     assert child == {**PARENT_PREP.to_dict(), "spacing": [5.0, 5.0, 5.0]}
     assert child["interpolation"] == "nearest" and child["foreground_threshold"] == 1e-4  # not the defaults
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    server = HubServer().start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    yield server
-    server.stop()
 
 
 def test_hub_parent_gives_its_preprocessing_and_is_pinned(hie, tmp_path, hub, count_resolutions):

@@ -149,19 +149,24 @@ def paired_comparisons(rows: Sequence[dict[str, Any]], reference: str,
         for protocol in dict.fromkeys(r["protocol"] for r in full):
             pairs = [(r, by_id.get((reference, protocol, r["seed"], r["split"])))
                      for r in full if r["method"] == method and r["protocol"] == protocol]
-            pairs = [(a, b) for a, b in pairs if b is not None]
-            for key in keys:
-                a = [p[0].get(key, float("nan")) for p in pairs]
-                b = [p[1].get(key, float("nan")) for p in pairs]
-                if not pairs or not np.isfinite(np.asarray(a) - np.asarray(b)).any():
-                    continue
-                boot = M.paired_bootstrap(a, b)
-                perm = M.sign_flip_test(a, b)
+            for key, boot, perm in _paired_tests(pairs, keys):
                 out.append({"method": method, "reference": reference, "protocol": protocol, "metric": key,
                             "n_pairs": boot["n"], "mean_diff": boot["mean_diff"], "ci_low": boot["ci_low"],
                             "ci_high": boot["ci_high"], "p_sign_flip": perm["p_value"],
                             "p_bootstrap": boot["p_value"]})
     return out
+
+
+def _paired_tests(pairs: Sequence[tuple[dict[str, Any], dict[str, Any] | None]], keys: Sequence[str]):
+    """(metric, paired bootstrap, sign-flip test) for each metric with a finite difference on the pairs whose
+    reference row exists."""
+    pairs = [(a, b) for a, b in pairs if b is not None]
+    for key in keys:
+        a = [p[0].get(key, float("nan")) for p in pairs]
+        b = [p[1].get(key, float("nan")) for p in pairs]
+        if not pairs or not np.isfinite(np.asarray(a) - np.asarray(b)).any():
+            continue
+        yield key, M.paired_bootstrap(a, b), M.sign_flip_test(a, b)
 
 
 def _learning_curve_rows(rows: Sequence[dict[str, Any]], protocol: str) -> tuple[list[dict[str, Any]], Any]:
@@ -191,13 +196,7 @@ def learning_curve_comparisons(rows: Sequence[dict[str, Any]], protocol: str, re
         for size in sorted({size_of(r) for r in sel if r["method"] == method}):
             pairs = [(r, ref.get((r["seed"], r["split"], size))) for r in sel
                      if r["method"] == method and size_of(r) == size]
-            pairs = [(a, b) for a, b in pairs if b is not None]
-            for key in keys:
-                a = [p[0].get(key, float("nan")) for p in pairs]
-                b = [p[1].get(key, float("nan")) for p in pairs]
-                if not pairs or not np.isfinite(np.asarray(a) - np.asarray(b)).any():
-                    continue
-                boot, perm = M.paired_bootstrap(a, b), M.sign_flip_test(a, b)
+            for key, boot, perm in _paired_tests(pairs, keys):
                 out.append({"method": method, "reference": reference, "train_size": size, "metric": key,
                             "n_pairs": boot["n"], "mean_diff": boot["mean_diff"], "ci_low": boot["ci_low"],
                             "ci_high": boot["ci_high"], "p_sign_flip": perm["p_value"]})
