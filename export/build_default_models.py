@@ -268,7 +268,7 @@ def train_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> P
     """Step 4 (cwd = --work): the transfer recipe of configs/bundle_age2hie.yaml on every case.
 
     The released model uses every case: this calls the same ``fit_split`` the transfer stage and the evaluation
-    grid call (``stages.transfer`` with ``val_fraction: 0`` gives the same weights; this recipe predates it).
+    grid call (``stages.transfer`` with ``test_fraction: 0`` gives the same weights; this recipe predates it).
     """
     import numpy as np
 
@@ -276,7 +276,9 @@ def train_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> P
     from age2hie_hub.train.config import to_dict
     from age2hie_hub.train.input_stats import checkpoint_records
     from age2hie_hub.train.manifest import read_cohort
-    from age2hie_hub.train.stages import _checkpoint_config, _labels, _target_preprocess, cached_arrays, fit_split, write_json
+    from age2hie_hub.train.stages import (
+        _checkpoint_config, _labels, _target_preprocess, cached_arrays, fit_split, parent_of, write_json,
+    )
 
     exp = _age2hie_config(parent)
     method = next(m for m in exp.methods if m.init == "checkpoint")
@@ -288,13 +290,18 @@ def train_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> P
         log.info("age2hie: reused %s", run_dir)
         return run_dir
     with _timed(timings, "transfer_s"):
-        prep = _target_preprocess(cfg, cohort)
+        parent = parent_of(cfg)  # resolved once: the same checkpoint gives the preprocessing and the weights
+        if parent is None or parent.source.sha256 != parent_sha:
+            raise BuildError(f"{method.weights}: the parent resolved for the transfer is not the brain-age checkpoint "
+                             f"this build trained (weights sha256 {parent_sha})")
+        prep = _target_preprocess(cfg, cohort, parent)
         files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype, workers=cfg.preprocess_workers,
                               progress=False)
         every = np.arange(len(cohort))
         # The test positions are the training cases themselves: their metrics would be a resubstitution score,
         # so they are not recorded; the honest estimate is step 3's cross-validation.
-        res = fit_split(method, cohort, files, every, every, cfg, seed=cfg.seed, run_dir=run_dir / "state")
+        res = fit_split(method, cohort, files, every, every, cfg, seed=cfg.seed, run_dir=run_dir / "state",
+                        parent=parent)
         metrics = {"split": "none (trained on every case; see the cross-validated evaluation)",
                    "n_train": len(cohort), "method": method.name, "synthetic": cfg.synthetic}
         # The parent is this build's brain-age model, bundled as `brain-age` and published as its Hub repo; the
@@ -356,8 +363,7 @@ and clinical applications are neither recommended nor advised.
 def release_and_bundle(work: Path, name: str, run_dir: Path, evaluation: Path | None, bundle_root: Path | None,
                        onnx: bool = True, extra_files: tuple[Path, ...] = ()) -> Path:
     from age2hie_hub.hub import read_config
-    from age2hie_hub.modelcard import load_release_metadata
-    from export.release import build_release, bundle_release, verify_sums
+    from export.release import build_release, bundle_release, load_release_metadata, verify_sums
 
     meta = load_release_metadata(CARDS / f"{name}.yaml")
     release = build_release(work / run_dir, work / "releases" / name, release_meta=meta, repo_id=meta.get("repo_id"),

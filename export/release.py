@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from age2hie_hub.errors import Age2HieError
 from age2hie_hub.hub.checkpoint import CARD_NAME, CONFIG_NAME, ONNX_NAME, WEIGHTS_NAME, file_sha256
+from age2hie_hub.hub.evaluation import Evaluation, read_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,12 @@ NOTE_NAME, SUMS_NAME, METRICS_NAME = "RELEASE.md", "SHA256SUMS", "metrics.json"
 CHECKPOINT_DIRS = ("checkpoint", "final", "best", "model")
 BUNDLE_LIMIT_BYTES = 15 * 1024 * 1024  # the package ships at most this much per bundled model
 BUNDLE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# Release metadata keys a model_cards/<name>.yaml may hold (prose and ids of the card); anything else is a typo.
+RELEASE_KEYS = frozenset({
+    "model_name", "title", "repo_id", "license", "license_name", "license_link", "language", "base_model",
+    "datasets", "tags", "summary", "intended_use", "out_of_scope", "limitations", "training_data_notes",
+    "pipeline_tag", "method",
+})
 
 
 class ReleaseError(Age2HieError, ValueError):
@@ -51,6 +60,19 @@ class Release:
     onnx: dict[str, Any] = field(default_factory=dict)  # opset, exporter, outputs, max_abs_diff, provider
 
 
+def load_release_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a model_cards/<name>.yaml release file; unknown keys are refused (a typo must not vanish)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read release metadata ({exc}); fix the YAML file") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: release metadata must be a YAML mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - RELEASE_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; known keys are {sorted(RELEASE_KEYS)}")
+    return data
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -92,8 +114,9 @@ def read_metrics(run_dir: Path, checkpoint: Path, config_metrics: dict[str, Any]
     return dict(config_metrics), None
 
 
-def _with_evaluation(metrics: dict[str, Any], path: Path) -> tuple[dict[str, Any], str]:
-    """Add an experiment's cross-validated summary and paired comparisons (its metrics.json) to the run's metrics."""
+def _with_evaluation(own: Evaluation, path: Path) -> tuple[Evaluation, str]:
+    """The run's held-out rows, then an experiment's cross-validated rows, paired comparisons and cohort (from the
+    experiment's metrics.json, which replaces whatever cross-validation the run itself recorded)."""
     if path.is_dir():
         path = path / METRICS_NAME
     try:
@@ -102,13 +125,14 @@ def _with_evaluation(metrics: dict[str, Any], path: Path) -> tuple[dict[str, Any
         raise FileNotFoundError(f"{path}: no experiment metrics file; give an experiment folder or its {METRICS_NAME}")
     except ValueError as exc:
         raise ReleaseError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("summary"), list):
-        raise ReleaseError(f"{path}: not an experiment's metrics (no 'summary' list); run age2hie-train experiment")
-    combined = {"metrics": metrics.get("metrics", metrics) if isinstance(metrics.get("metrics"), dict) else metrics}
-    for key in ("summary", "comparisons", "n_cases", "sites"):
-        if key in data:
-            combined[key] = data[key]
-    return combined, file_sha256(path)
+    if not isinstance(data, dict) or not (isinstance(data.get("summary"), list) or isinstance(data.get("evaluation"), dict)):
+        raise ReleaseError(f"{path}: not an experiment's metrics (no 'evaluation' record or 'summary' list); "
+                           "run age2hie-train experiment")
+    try:
+        experiment = read_evaluation(data)
+    except ValueError as exc:
+        raise ReleaseError(f"{path}: {exc}") from exc
+    return own.with_cross_validation(experiment), file_sha256(path)
 
 
 def with_uncertainty(config: Any, evaluation: Path | None) -> Any:
@@ -229,7 +253,7 @@ def build_release(
     import dataclasses
 
     from age2hie_hub.hub import load_checkpoint, save_pretrained
-    from age2hie_hub.modelcard import render_model_card
+    from age2hie_hub.hub.card import render_model_card
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir)
@@ -254,9 +278,13 @@ def build_release(
         own = metrics["metrics"] if isinstance(metrics.get("metrics"), dict) else metrics
         config = dataclasses.replace(config, metrics=own)
     config = with_uncertainty(config, Path(evaluation) if evaluation is not None else None)
+    try:
+        record = read_evaluation(metrics)
+    except ValueError as exc:
+        raise ReleaseError(f"{run_dir}: the run's metrics: {exc}") from exc
     evaluation_sha = None
     if evaluation is not None:  # the card (not config.json) also shows the cross-validated protocols
-        metrics, evaluation_sha = _with_evaluation(metrics, Path(evaluation))
+        record, evaluation_sha = _with_evaluation(record, Path(evaluation))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -279,7 +307,7 @@ def build_release(
                          "provider": report.provider, "tolerance": TOLERANCE}
         files = {name: file_sha256(staging / name) for name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME)
                  if (staging / name).is_file()}
-        card = render_model_card(config, metrics=metrics, release=release_meta, repo_id=repo_id, files=files)
+        card = render_model_card(config, metrics=record, release=release_meta, repo_id=repo_id, files=files)
         (staging / CARD_NAME).write_text(str(card).rstrip("\n") + "\n", encoding="utf-8")
         (staging / NOTE_NAME).write_text(
             _release_note(run_dir, ckpt, config, metrics_sha, onnx_info, repo_id, evaluation_sha), encoding="utf-8")
@@ -408,8 +436,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from age2hie_hub.modelcard import load_release_metadata
-
     if args.quiet:
         from huggingface_hub.utils import disable_progress_bars
 

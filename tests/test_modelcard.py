@@ -1,4 +1,5 @@
-"""Model cards: rendered from a real checkpoint folder + the run's metrics.json; numbers and YAML checked."""
+"""Model cards (hub.card): rendered from a real checkpoint folder + the run's metrics.json; numbers and YAML
+checked; the template ships as package data; the bundled cards render from their own inputs."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from age2hie_hub.modelcard import (
-    BASE_TAGS, load_release_metadata, normalize_evaluation, render_model_card,
-)
+from age2hie_hub.hub.card import BASE_TAGS, render_model_card
+from age2hie_hub.hub.evaluation import read_evaluation
+from export.release import load_release_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 CARDS = REPO / "model_cards"
@@ -297,14 +298,85 @@ def test_release_metadata_files_load_and_typos_are_refused(tmp_path):
         load_release_metadata(bad)
 
 
-def test_normalize_evaluation_forms():
-    assert normalize_evaluation({}) == []
-    (row,) = normalize_evaluation({"accuracy": 0.5, "ci95": [0.1, 0.2], "note": "x"})
-    assert row.protocol == "held-out" and row.metrics == {"accuracy": {"value": 0.5}}
-    (row,) = normalize_evaluation({"evaluation": [{"metrics": {"auc": {"value": 0.8, "ci95": [0.7, 0.9]}}}]})
-    assert row.metrics["auc"] == {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}
+def test_read_evaluation_reads_the_older_forms():
+    from age2hie_hub.hub.evaluation import EvalRow
+
+    assert read_evaluation({}).rows == ()
+    (row,) = read_evaluation({"accuracy": 0.5, "ci95": [0.1, 0.2], "note": "x"}).rows
+    assert row == EvalRow(protocol="held_out", metric="accuracy", value=0.5)
+    (row,) = read_evaluation({"evaluation": [{"metrics": {"auc": {"value": 0.8, "ci95": [0.7, 0.9]}}}]}).rows
+    assert (row.metric, row.value, row.ci_low, row.ci_high) == ("auc", 0.8, 0.7, 0.9)
     with pytest.raises(ValueError, match="entry 0"):
-        normalize_evaluation({"evaluation": [{"protocol": "x"}]})
+        read_evaluation({"evaluation": [{"protocol": "x"}]})
+    # A run's flat metrics: test_ prefix and _ci95 interval joined, counts and timings skipped.
+    rows = read_evaluation({"metrics": {"split": "held_out_test", "n_test": 9, "test_mae": 3.5,
+                                        "test_mae_ci95": [3.0, 4.0], "seconds": 12.0, "best_epoch": 3}}).rows
+    assert rows == (EvalRow("held_out_test", "mae", 3.5, n=9, ci_low=3.0, ci_high=4.0),)
+    # An experiment's summary row (cells may be strings when read back from table.csv).
+    (row,) = read_evaluation([{"method": "transfer", "protocol": "multi_site", "n_splits": "15", "n_seeds": "3",
+                               "auc_mean": "0.7", "auc_sd": "0.1", "auc_ci_low": "0.6", "auc_ci_high": "0.8",
+                               "auc_text": "0.700 ± 0.100 [0.600, 0.800]"}]).rows
+    assert row == EvalRow("multi_site", "auc", 0.7, method="transfer", sd=0.1, ci_low=0.6, ci_high=0.8,
+                          n_splits=15, n_seeds=3)
+
+
+def test_evaluation_record_round_trips_and_refuses_what_it_cannot_read():
+    from age2hie_hub.hub.evaluation import Comparison, EvalRow, Evaluation
+
+    record = Evaluation(rows=(EvalRow("multi_site", "auc", 0.71, method="transfer", sd=0.05, ci_low=0.66,
+                                      ci_high=0.76, n_splits=15, n_seeds=3, task="outcome"),
+                              EvalRow("held_out", "accuracy", 0.6, n=30)),
+                        comparisons=(Comparison("transfer", "scratch", "multi_site", "auc", 15, 0.04, 0.01, 0.07,
+                                                0.02),),
+                        n_cases=156, sites={"BCH": 72, "MGH": 84})
+    data = json.loads(json.dumps(record.to_dict()))
+    assert read_evaluation({"evaluation": data, "summary": [{"method": "x", "auc_mean": 0.1}]}) == record
+    assert read_evaluation(record) is record
+    bad_row = dict(data, rows=[dict(data["rows"][0], auc=0.7)])
+    with pytest.raises(ValueError, match=r"row 0: unknown keys \['auc'\]"):
+        read_evaluation({"evaluation": bad_row})
+    with pytest.raises(ValueError, match="row 0: expected a number"):
+        read_evaluation({"evaluation": dict(data, rows=[dict(data["rows"][0], value="high")])})
+    with pytest.raises(ValueError, match="format 2"):
+        read_evaluation({"evaluation": dict(data, format=2)})
+    # An experiment replaces the run's own cross-validated rows; the run's held-out rows stay first.
+    experiment = Evaluation(rows=(EvalRow("cross_site", "auc", 0.6, method="transfer", n_splits=2, n_seeds=1),),
+                            n_cases=100)
+    merged = record.with_cross_validation(experiment)
+    assert [r.protocol for r in merged.rows] == ["held_out", "cross_site"]
+    assert merged.n_cases == 100 and merged.comparisons == () and merged.sites == {}
+
+
+@pytest.mark.parametrize("n_splits, n_seeds, text", [
+    (15, 3, "15 splits (5 per seed x 3 seeds)"),
+    (5, 1, "5 splits (1 seed)"),
+    (7, 2, "7 splits over 2 seeds"),
+    (4, None, "4 splits"),
+])
+def test_split_wording_counts_every_split_once(n_splits, n_seeds, text):
+    """n_splits already counts the seeds: 5 folds x 3 seeds are 15 splits, never "15 splits x 3 seeds"."""
+    from age2hie_hub.hub.evaluation import EvalRow, split_label
+
+    assert split_label(EvalRow("multi_site", "auc", 0.7, n_splits=n_splits, n_seeds=n_seeds)) == text
+    assert split_label(EvalRow("cross_site", "auc", 0.7, split="BCH->MGH", n_splits=2, n_seeds=1)) == "BCH->MGH"
+
+
+def test_card_of_a_three_seed_experiment_says_how_many_splits(run_dir):
+    """The summary of 5 folds x 3 seeds (summarize_rows: n_splits 15, n_seeds 3) reads "15 splits (5 per seed x
+    3 seeds)" in the table and the model-index, never "15 splits x 3 seeds" (45 splits)."""
+    from age2hie_hub.hub.checkpoint import read_config
+    from age2hie_hub.train.evaluate import summarize_rows
+
+    rows = [{"method": "transfer", "protocol": "multi_site", "seed": seed, "split": f"f{fold}",
+             "learning_curve": False, "accuracy": 0.6 + 0.01 * fold + 0.002 * seed, "auc": 0.7}
+            for seed in range(3) for fold in range(5)]
+    summary = summarize_rows(rows, n_boot=50)
+    assert (summary[0]["n_splits"], summary[0]["n_seeds"]) == (15, 3)
+    card = render_model_card(read_config(run_dir / "checkpoint"), metrics={"summary": summary})
+    assert "| multi-site | transfer | 15 splits (5 per seed x 3 seeds) |" in card.content
+    assert {r["dataset"]["split"] for r in _header(card.content)["model-index"][0]["results"]} == {
+        "15 splits (5 per seed x 3 seeds)"}
+    assert "x 3 seeds |" not in card.content.replace("(5 per seed x 3 seeds)", "")
 
 
 def _experiment_metrics() -> dict:
@@ -344,7 +416,7 @@ def test_experiment_summary_and_comparisons_in_the_card(run_dir):
         assert acc["value"] == row["accuracy_mean"]
         assert acc["args"] == {"ci_low": row["accuracy_ci_low"], "ci_high": row["accuracy_ci_high"],
                                "sd": row["accuracy_sd"]}
-        assert result["dataset"]["split"] == "4 splits x 1 seeds"
+        assert result["dataset"]["split"] == "4 splits (1 seed)"
     table = card.content.split("## Evaluation", 1)[1].split("## Limitations", 1)[0]
     for row in exp["summary"]:  # both methods in the table, with the training core's own formatting
         assert row["accuracy_text"] in table
@@ -362,8 +434,105 @@ def test_experiment_summary_and_comparisons_in_the_card(run_dir):
 def test_base_model_only_names_hub_repos(parent, expected):
     from age2hie_hub.hub.config import CheckpointConfig
     from age2hie_hub.models.config import ModelConfig
-    from age2hie_hub.modelcard import model_card_data
+    from age2hie_hub.hub.card import model_card_data
     from age2hie_hub.preprocess.config import PreprocessConfig
 
     config = CheckpointConfig(model=ModelConfig("sfcn"), preprocess=PreprocessConfig(), provenance={"parent": parent})
     assert model_card_data(config).to_dict().get("base_model") == expected
+
+
+# ---- the bundled models' cards, pinned -------------------------------------------------------------------------
+
+BUNDLED = REPO / "age2hie_hub" / "data" / "models"
+
+
+def _pending_repin(shipped: str) -> str:
+    """The shipped cards predate the split wording fix ("5 splits x 1 seeds" -> "5 splits (1 seed)"); their
+    README.md is hash-pinned in SHA256SUMS, so they change only with a rebuilt bundle. No-op once re-pinned."""
+    return re.sub(r"(\d+) splits x 1 seeds", r"\1 splits (1 seed)", shipped)
+
+
+def _bundled_card(name: str, record: dict) -> str:
+    from age2hie_hub.hub.checkpoint import read_config
+
+    folder = BUNDLED / name
+    config = read_config(folder)
+    sums = dict(reversed(line.split("  ", 1)) for line in (folder / "SHA256SUMS").read_text().splitlines())
+    files = {n: sums[n] for n in ("config.json", "model.safetensors", "model.onnx")}
+    meta = load_release_metadata(CARDS / f"{name}.yaml")
+    # As export.release.build_release: the run's own held-out rows (config.json's metrics), then the experiment's.
+    evaluation = read_evaluation(config.metrics).with_cross_validation(read_evaluation(record))
+    card = render_model_card(config, metrics=evaluation, release=meta, repo_id=meta["repo_id"], files=files)
+    return str(card).rstrip("\n") + "\n"
+
+
+@pytest.mark.parametrize("name", ["brain-age", "age2hie"])
+def test_bundled_card_renders_from_its_own_inputs(name):
+    """The shipped README.md is the renderer's output for the bundle's config.json, its card metadata, its
+    SHA256SUMS and the cross-validated rows it shows (tests/data/bundled_cards, derived by derive.py from the
+    build's runs): a change of the renderer or the template that would change a shipped card fails here."""
+    record = json.loads((REPO / "tests" / "data" / "bundled_cards" / f"{name}.json").read_text())
+    shipped = (BUNDLED / name / "README.md").read_text(encoding="utf-8")
+    assert _bundled_card(name, record) == _pending_repin(shipped)
+    # Negative control: one number of one row, off by 0.001 in the table's precision, is caught.
+    row = next(r for r in record["evaluation"]["rows"] if r["method"] not in ("cnn", "transfer"))
+    row["value"] = round(row["value"] + 0.001, 3)
+    assert _bundled_card(name, record) != _pending_repin(shipped)
+
+
+def test_the_template_is_package_data():
+    """setup.cfg ships hub/templates/*.md, and the renderer reads the template through importlib.resources."""
+    from importlib import resources
+
+    from age2hie_hub.hub.card import TEMPLATE_FILE, card_template
+
+    setup = (REPO / "setup.cfg").read_text()
+    package_data = setup.split("[options.package_data]", 1)[1].split("\n[", 1)[0]
+    assert "hub/templates/*.md" in package_data
+    text = resources.files("age2hie_hub.hub").joinpath(TEMPLATE_FILE).read_text(encoding="utf-8")
+    assert text == card_template() and "{{ evaluation }}" in text and text.startswith("---\n{{ card_data }}\n---")
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_renders_the_card(tmp_path):
+    """Build the wheel (no network, no build isolation), install it into a bare folder, and render a card there:
+    the template travels with the package, not only with the source tree."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "age2hie_hub", src / "age2hie_hub",
+                    ignore=shutil.ignore_patterns("__pycache__", "models"))  # the bundled weights are not needed
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("age2hie_hub-*.whl")
+    assert "age2hie_hub/hub/templates/modelcard.md" in zipfile.ZipFile(wheel).namelist()
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = ("import age2hie_hub.hub.card as c, pathlib, sys\n"
+            "assert pathlib.Path(c.__file__).is_relative_to(sys.argv[1]), c.__file__\n"
+            "from age2hie_hub.hub.config import CheckpointConfig\n"
+            "from age2hie_hub.models.config import ModelConfig\n"
+            "from age2hie_hub.preprocess.config import PreprocessConfig\n"
+            "cfg = CheckpointConfig(model=ModelConfig('sfcn'), preprocess=PreprocessConfig())\n"
+            "print(c.build_model_card(cfg).splitlines()[-1])\n")
+    run = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(site)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("<!-- age2hie-hub generated card sha256:")
+
+
+def test_the_old_module_forwards_with_a_deprecation_warning():
+    import age2hie_hub.modelcard as old
+    from age2hie_hub.hub import card
+
+    with pytest.warns(DeprecationWarning, match="age2hie_hub.hub.card.render_model_card"):
+        assert old.render_model_card is card.render_model_card
+    with pytest.raises(AttributeError, match="export.release.load_release_metadata"):
+        old.load_release_metadata  # noqa: B018

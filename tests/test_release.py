@@ -52,7 +52,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def release(run_dir, tmp_path_factory):
-    from age2hie_hub.modelcard import load_release_metadata
+    from export.release import load_release_metadata
 
     meta = load_release_metadata(REPO / "model_cards" / "age2hie.yaml")
     return build_release(run_dir, tmp_path_factory.mktemp("out") / "release", release_meta=meta,
@@ -99,7 +99,7 @@ def test_release_card_numbers_come_from_metrics_json(release):
 
 @pytest.mark.slow
 def test_same_run_gives_identical_files(run_dir, release, tmp_path):
-    from age2hie_hub.modelcard import load_release_metadata
+    from export.release import load_release_metadata
 
     meta = load_release_metadata(REPO / "model_cards" / "age2hie.yaml")
     again = build_release(run_dir, tmp_path / "again", release_meta=meta, repo_id="org/age2hie")
@@ -231,6 +231,6 @@ def test_evaluation_option_adds_the_experiment_table(run_dir, tmp_path):
     from age2hie_hub.hub import read_config
 
     assert read_config(rel.folder).metrics == METRICS  # config.json keeps the run's own metrics only
-    with pytest.raises(ReleaseError, match="no 'summary' list"):
+    with pytest.raises(ReleaseError, match="no 'evaluation' record or 'summary' list"):
         build_release(run_dir, tmp_path / "rel2", evaluation=run_dir / "metrics.json", onnx=False)
     assert not (tmp_path / "rel2").exists()

@@ -263,7 +263,7 @@ def test_old_config_json_without_the_new_fields_still_loads(tmp_path):
 
 def test_regression_record_from_recorded_cv_residuals_and_the_card_line():
     from age2hie_hub.hub import CheckpointConfig
-    from age2hie_hub.modelcard import _uncertainty_text
+    from age2hie_hub.hub.card import _uncertainty_text
     from age2hie_hub.models import ModelConfig
     from age2hie_hub.preprocess import PreprocessConfig
 
