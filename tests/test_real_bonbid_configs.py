@@ -43,7 +43,7 @@ def test_released_recipe_is_the_cross_validated_one(experiment):
     final = load_config(CONFIGS / "real_bonbid_lesion_burden_final.yaml", TransferConfig)
     cv = experiment.transfer
     (method,) = [m for m in experiment.methods if m.init == "checkpoint"]
-    assert final.method == method and final.val_fraction == 0 == cv.val_fraction
+    assert final.method == method and final.test_fraction == 0 == cv.test_fraction
     for key in ("data", "preprocess", "head", "labels", "refine", "finetune", "augment", "class_weighted", "seed"):
         assert getattr(final, key) == getattr(cv, key), key
     assert final.head == "classification" and not any("outcome" in label for label in final.labels)

@@ -83,7 +83,7 @@ def test_real_two_channel_cases_preprocess_train_and_predict(bonbid_real, tmp_pa
         method=MethodConfig("scratch", "scratch", model={"arch": "resnet3d_10", "arch_args": {"width": 0.125}},
                             stages=("scratch",)),
         preprocess={"spacing": [3.5, 3.5, 3.5], "shape": [32, 36, 28]}, head="classification", scratch=one,
-        augment=AugmentConfig(enabled=False), val_fraction=0.0, run_dir=str(tmp_path / "run"),
+        augment=AugmentConfig(enabled=False), test_fraction=0.0, run_dir=str(tmp_path / "run"),
         cache_dir=str(tmp_path / "cache"), preprocess_workers=0)
     out = transfer(cfg)
     arrays = sorted((tmp_path / "cache").rglob("*.npy"))

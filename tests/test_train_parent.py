@@ -33,7 +33,7 @@ def _cfg(hie: Path, tmp_path: Path, weights: str, **kw) -> TransferConfig:
     one = LoopConfig(epochs=1, batch_size=8, lr=1e-3, progress=False)
     return TransferConfig(data={"format": "bonbid", "path": str(hie), "target": "outcome"},
                           method=MethodConfig("transfer", "checkpoint", weights), refine=one, finetune=one,
-                          augment=AugmentConfig(enabled=False), val_fraction=0.0, run_dir=str(tmp_path / "child"),
+                          augment=AugmentConfig(enabled=False), test_fraction=0.0, run_dir=str(tmp_path / "child"),
                           cache_dir=str(tmp_path / "cache"), preprocess_workers=0, **kw)
 
 

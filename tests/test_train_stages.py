@@ -203,14 +203,14 @@ def test_transfer_refine_finetune_records_parent(cohorts, parent, tmp_path):
     assert set(out["history"]) == {"refine", "finetune"}
     m = out["metrics"]
     assert 0 <= m["accuracy"] <= 1 and m["split"] == "held_out"
-    # val_fraction > 0: the stratified hold-out is the test split, and fit_split carves validation cases
-    # (watched by early stopping) out of the rest, so fewer cases train than the cohort holds.
+    # test_fraction > 0: the stratified hold-out is the test split, and fit_split carves the same fraction of
+    # the rest as validation cases (watched by early stopping), so fewer cases train than the cohort holds.
     from age2hie_hub.train.splits import stratified_holdout
 
     strata = read_bonbid(hie).strata
-    keep, held = stratified_holdout(strata, cfg.val_fraction, cfg.seed)
+    keep, held = stratified_holdout(strata, cfg.test_fraction, cfg.seed)
     assert (m["n_train"], m["n_test"]) == (keep.size, held.size) and held.size > 0
-    fit_part, val_part = stratified_holdout(strata[keep], cfg.val_fraction, cfg.seed)
+    fit_part, val_part = stratified_holdout(strata[keep], cfg.test_fraction, cfg.seed)
     first = out["history"]["finetune"][0]
     assert "val_loss" in first and val_part.size > 0 and first["steps"] == -(-fit_part.size // 6)
     model = load_checkpoint(tmp_path / "tr" / "checkpoint")
@@ -224,17 +224,16 @@ def test_transfer_refine_finetune_records_parent(cohorts, parent, tmp_path):
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "f1", "brier", "ece"}
 
 
-def test_transfer_val_fraction_zero_trains_on_every_case(cohorts, parent, tmp_path, caplog):
-    """val_fraction 0: the final model after a cross-validation. Every case trains, no validation part, no
+def test_transfer_test_fraction_zero_trains_on_every_case(cohorts, parent, tmp_path, caplog):
+    """test_fraction 0: the final model after a cross-validation. Every case trains, no validation part, no
     score is recorded or invented, the checkpoint loads and its card says there is no evaluation."""
     from age2hie_hub.hub import from_pretrained
-    from age2hie_hub.hub.card import render_model_card
-    from age2hie_hub.hub.evaluation import read_evaluation
+    from age2hie_hub.modelcard import normalize_evaluation, render_model_card
     from age2hie_hub.train.stages import cached_arrays, fit_split, transfer
 
     _, hie = cohorts
     cohort = read_bonbid(hie)
-    cfg = dataclasses.replace(_transfer_cfg(hie, tmp_path, str(parent)), val_fraction=0.0)
+    cfg = dataclasses.replace(_transfer_cfg(hie, tmp_path, str(parent)), test_fraction=0.0)
     cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, patience=3))
     with caplog.at_level("WARNING", logger="age2hie_hub.train.stages"):
         out = transfer(cfg)
@@ -252,14 +251,14 @@ def test_transfer_val_fraction_zero_trains_on_every_case(cohorts, parent, tmp_pa
     model = from_pretrained(str(tmp_path / "tr" / "checkpoint"))
     ck = model.checkpoint_config
     assert ck.metrics == m and ck.provenance["n_training_cases"] == len(cohort)
-    assert read_evaluation(ck.metrics).rows == ()
+    assert normalize_evaluation(ck.metrics) == []
     for card in (str(render_model_card(ck, metrics=ck.metrics)), (tmp_path / "tr" / "checkpoint" / "README.md").read_text()):
         body = card.split("## Evaluation", 1)[1]
         assert "No evaluation was recorded for this checkpoint" in body and "held-out" not in body
         assert "model-index" not in card.split("---", 2)[1]  # no eval results in the YAML header either
 
     # The same training as the bundled-model recipe (fit_split on every case): weights bit-identical, so
-    # val_fraction 0 is "every case trains", not "a split happened to be empty".
+    # test_fraction 0 is "every case trains", not "a split happened to be empty".
     files = cached_arrays(cohort, ck.preprocess, cfg.cache_dir, progress=False)
     every = np.arange(len(cohort))
     ref = fit_split(cfg.method, cohort, files, every, every, cfg, seed=cfg.seed, run_dir=tmp_path / "ref")
@@ -268,9 +267,9 @@ def test_transfer_val_fraction_zero_trains_on_every_case(cohorts, parent, tmp_pa
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
-def test_val_fraction_out_of_range_is_refused(bad):
-    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
-        TransferConfig(val_fraction=bad)
+def test_test_fraction_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\)"):
+        TransferConfig(test_fraction=bad)
 
 
 @pytest.mark.slow

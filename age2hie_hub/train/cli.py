@@ -13,6 +13,8 @@ from pathlib import Path
 
 from age2hie_hub.cli._common import EXIT_OK, add_verbosity, run_main, setup_logging
 
+log = logging.getLogger(__name__)
+
 COMMANDS = {
     "pretrain": "brain-age pretraining on T1 volumes (held-out MAE vs predict-the-mean, or cv: then every case)",
     "cv": "k-fold cross-validation of a pretrain config's brain-age recipe vs baselines -> tables, plots",
@@ -82,7 +84,7 @@ def _config_class(command: str):
 def _body(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from age2hie_hub.train.config import load_config, to_dict
+    from age2hie_hub.train.config import to_dict
 
     if args.command == "defaults":
         data = to_dict(_config_class(args.kind)())
@@ -101,7 +103,7 @@ def _body(args: argparse.Namespace) -> int:
 
     from age2hie_hub.train import distributed as D
 
-    cfg = load_config(args.config, _config_class(args.command), args.overrides)
+    cfg = _load_config(args.config, _config_class(args.command), args.overrides)
     if args.run_dir:
         cfg = dataclasses.replace(cfg, run_dir=args.run_dir)
     if args.resume:
@@ -146,7 +148,7 @@ def _body(args: argparse.Namespace) -> int:
             out = transfer(cfg)
             summary = out["metrics"]
             scores = ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float))
-            if not scores:  # val_fraction 0: trained on every case, nothing held out to score
+            if not scores:  # test_fraction 0: trained on every case, nothing held out to score
                 scores = f"no held-out score (split {summary.get('split')}, n_train {summary.get('n_train')})"
             text = f"{scores}; checkpoint {out['checkpoint']}"
         else:
@@ -190,16 +192,33 @@ def _lesion_targets(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from age2hie_hub.train.config import load_config
     from age2hie_hub.train.score import ScoreConfig, score_checkpoint, score_markdown
 
-    cfg = load_config(args.config, ScoreConfig, args.overrides)
+    cfg = _load_config(args.config, ScoreConfig, args.overrides)
     if args.run_dir:
         cfg = dataclasses.replace(cfg, run_dir=args.run_dir)
     _log_to_file(Path(cfg.run_dir) / "score.log")
     out = score_checkpoint(cfg, progress=not args.json)
     print(json.dumps(out, indent=2, default=float) if args.json else score_markdown(out), end="" if not args.json else "\n")
     return EXIT_OK
+
+
+def _load_config(path: Path, cls: type, overrides: list[str]):
+    """load_config, with its DeprecationWarnings (a renamed key in the file or a --set) shown as log warnings:
+    Python hides DeprecationWarnings raised inside a library, and the user is the one who must edit the file."""
+    import warnings
+
+    from age2hie_hub.train.config import load_config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        cfg = load_config(path, cls, overrides)
+    for w in caught:
+        if issubclass(w.category, DeprecationWarning):
+            log.warning("%s", w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return cfg
 
 
 def _with_resume(cfg):

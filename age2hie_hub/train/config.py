@@ -10,11 +10,12 @@ import dataclasses
 import json
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from age2hie_hub._config import to_plain
+from age2hie_hub._config import renamed_fields, renamed_keys, to_plain, with_current_keys
 from age2hie_hub.train.augment import AugmentConfig
 from age2hie_hub.train.loop import LoopConfig
 
@@ -125,9 +126,21 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
+@renamed_fields(val_fraction="test_fraction")
 @dataclass(frozen=True)
 class TransferConfig:
-    """Train an outcome (or any target) model on a cohort: AGE2HIE transfer, or a baseline method."""
+    """Train an outcome (or any target) model on a cohort: AGE2HIE transfer, or a baseline method.
+
+    ``test_fraction`` (formerly ``val_fraction``: the old name still reads, with a DeprecationWarning, in
+    this release) sizes two stratified parts. ``age2hie-train transfer`` holds out that fraction of the cases
+    as the test split of its reported metrics, then carves that fraction of the remaining cases as the
+    validation part that early stopping (``patience``, ``restore_best``) watches: 0.15 gives about 15 % test,
+    12.75 % validation and 72.25 % of the cases trained on (rounded per class, at least one case per class).
+    Inside ``evaluate``/``experiment`` the protocol's folds are the test splits, so there it only sizes the
+    validation part carved from each training fold. 0: no test and no validation part, every case trains and
+    every epoch runs, and no score is recorded (``"split": "none"``, ``"n_test": 0``): the final model after
+    a cross-validation.
+    """
 
     data: dict[str, Any] = field(default_factory=lambda: {"format": "bonbid", "path": "data/hie", "target": "outcome"})
     method: MethodConfig = field(default_factory=lambda: MethodConfig(weights="runs/pretrain/checkpoint"))
@@ -138,11 +151,8 @@ class TransferConfig:
     finetune: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=10, lr=1e-4, patience=5))
     scratch: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=15, lr=1e-3, patience=5))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # transfer: this fraction of the cases is held out as the test split of the reported metrics, and as much
-    # again of the rest is the validation part that early stopping (patience, restore_best) watches; inside an
-    # experiment only the latter. 0: no test and no validation part, every case trains, every epoch runs,
-    # and no score is recorded ("split": "none", "n_test": 0): the final model after a cross-validation.
-    val_fraction: float = 0.15
+    # held out as the test split, then the same fraction of the rest for early stopping (see above); 0: neither
+    test_fraction: float = 0.15
     class_weighted: bool = True
     seed: int = 0
     run_dir: str = "runs/transfer"
@@ -153,9 +163,9 @@ class TransferConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1) (0 = train on every case, no held-out score), "
-                             f"got {self.val_fraction}")
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1) (0 = train on every case, no held-out score), "
+                             f"got {self.test_fraction}")
 
 
 @dataclass(frozen=True)
@@ -189,9 +199,13 @@ class ExperimentConfig:
 # ---- reading -------------------------------------------------------------------------------------------
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass ``cls`` from plain data, recursing into nested dataclass fields; unknown keys raise."""
+    """Build dataclass ``cls`` from plain data, recursing into nested dataclass fields; unknown keys raise.
+
+    The former name of a renamed field (``_config.renamed_fields``) reads as the new one, with a
+    DeprecationWarning naming ``where``; both names at once is an error."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    data = with_current_keys(cls, data, where, stacklevel=2)  # renamed fields: old names read, with a warning
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -222,12 +236,15 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str], cls: type) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str], cls: type,
+                    source: str = "the config") -> dict[str, Any]:
     """``data`` with ``section.key=value`` overrides applied (``--set``, the Hydra/MONAI habit).
 
     Values are read as YAML (``3``, ``1e-4``, ``true``, ``[4, 4, 4]``, ``null``, ``{a: 1}``); a numeric key
     indexes a list (``methods.0.weights=brain-age``). Keys are checked against the dataclass fields on the way
     down, so a typo is an error naming the valid keys; the result is then validated exactly like the file.
+    A renamed field's former name works as a key, with a DeprecationWarning, and sets the new one, also when
+    the file (``source``) still uses the former name.
     """
     import yaml
 
@@ -260,6 +277,17 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str], cls: 
                 continue
             if dataclasses.is_dataclass(hint):
                 fields = {f.name: f for f in dataclasses.fields(hint)}
+                renamed = renamed_keys(hint)
+                if isinstance(node, dict) and any(old in node for old in renamed):
+                    # the file's own former names first, so that the override replaces the value they set
+                    section = ".".join([source, *parts[:depth]])  # as from_dict names it
+                    current = with_current_keys(hint, node, section, stacklevel=2)
+                    node.clear()
+                    node.update(current)
+                if part in renamed:
+                    warnings.warn(f"--set {item!r}: {part!r} is now {renamed[part]!r}; the old name still works but "
+                                  f"will be removed", DeprecationWarning, stacklevel=2)
+                    part = parts[depth] = renamed[part]
                 if part not in fields:
                     raise ValueError(f"--set {item!r}: unknown key {part!r} under {where}; "
                                      f"valid keys are {sorted(fields)}")
@@ -329,7 +357,7 @@ def load_config(path: str | Path, cls: type, overrides: typing.Sequence[str] = (
     if overrides:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-        data = apply_overrides(data, overrides, cls)
+        data = apply_overrides(data, overrides, cls, str(path))
         return from_dict(cls, data, f"{path} (with --set)")
     return from_dict(cls, data, str(path))
 

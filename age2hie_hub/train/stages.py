@@ -126,11 +126,13 @@ def fit_split(method: MethodConfig, cohort: Cohort, files: list[Path], train_pos
               progress: bool = False, parent: ParentCheckpoint | None = None) -> SplitResult:
     """Train ``method`` on ``train_pos`` (minus a stratified validation part) and predict ``test_pos``.
 
+    The validation part that early stopping watches is ``cfg.test_fraction`` of ``train_pos`` (none when 0).
+
     ``parent``: a checkpoint method's parent, resolved once by the caller for all its splits.
     """
     y = cohort.labels
     strata = cohort.strata
-    fit_pos, val_pos = stratified_holdout(strata[train_pos], cfg.val_fraction, seed) if cfg.val_fraction > 0 else (
+    fit_pos, val_pos = stratified_holdout(strata[train_pos], cfg.test_fraction, seed) if cfg.test_fraction > 0 else (
         np.arange(train_pos.size), np.array([], dtype=np.int64))
     fit_pos, val_pos = train_pos[fit_pos], train_pos[val_pos]
     head_args = head_args if head_args is not None else _target_head_args(cfg.head, cohort)
@@ -147,7 +149,7 @@ def fit_split(method: MethodConfig, cohort: Cohort, files: list[Path], train_pos
         res: FitResult = fit(model, objective, train_set, val_set, loop, run_dir / stage if run_dir else None,
                              seed=hash_seed(seed, len(history)), resume=cfg.resume, desc=f"{method.name}:{stage}")
         history[stage] = res.history
-    if test_pos.size == 0:  # trained on every case (transfer with val_fraction 0): nothing to score
+    if test_pos.size == 0:  # trained on every case (transfer with test_fraction 0): nothing to score
         return SplitResult(model.cpu(), y[test_pos], np.empty(0), {}, history, prov)
     test_set = ArrayDataset([files[i] for i in test_pos], y[test_pos], in_memory=True)
     _, pred = predict(model, objective, test_set, batch_size=cfg.finetune.batch_size,
@@ -355,8 +357,9 @@ def _labels(cfg: TransferConfig, cohort: Cohort) -> tuple[str, ...]:
 def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any]:
     """Train the configured method on the cohort minus a held-out part, test on that part, save the checkpoint.
 
-    ``val_fraction`` of the cases is held out for the reported metrics, and as much again of the rest is used
-    for early stopping. ``val_fraction=0`` trains on every case with neither a test nor a validation part
+    ``test_fraction`` of the cases is held out as the test split of the reported metrics, and the same fraction
+    of the rest is the validation part for early stopping. ``test_fraction=0`` trains on every case with
+    neither a test nor a validation part
     (every epoch runs, ``patience`` has nothing to watch) and records no score: ``"split": "none"``,
     ``"n_test": 0``. For the paper-style cross-validated estimate use ``experiment``.
     """
@@ -366,18 +369,18 @@ def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any
     files = cached_arrays(cohort, prep, cfg.cache_dir, dtype=cfg.cache_dtype, workers=cfg.preprocess_workers,
                           progress=cfg.refine.progress)
     all_pos = np.arange(len(cohort))
-    if cfg.val_fraction > 0:
-        fit_rel, val_rel = stratified_holdout(cohort.strata, cfg.val_fraction, cfg.seed)
+    if cfg.test_fraction > 0:
+        fit_rel, test_rel = stratified_holdout(cohort.strata, cfg.test_fraction, cfg.seed)
     else:
-        fit_rel, val_rel = all_pos, np.array([], dtype=np.int64)
+        fit_rel, test_rel = all_pos, np.array([], dtype=np.int64)
         _warn_unwatched_patience(cfg)
     # The held-out part is never seen in training nor used for early stopping (fit_split carves its own
     # validation cases out of the training part), so its metrics are an honest, if small, test.
-    res = fit_split(cfg.method, cohort, files, all_pos[fit_rel], all_pos[val_rel], cfg, seed=cfg.seed,
+    res = fit_split(cfg.method, cohort, files, all_pos[fit_rel], all_pos[test_rel], cfg, seed=cfg.seed,
                     run_dir=Path(cfg.run_dir) / "state", progress=True, parent=parent)
     run_dir = Path(cfg.run_dir)
-    if val_rel.size:
-        metrics = {"split": "held_out", **res.metrics, "n_train": int(fit_rel.size), "n_test": int(val_rel.size),
+    if test_rel.size:
+        metrics = {"split": "held_out", **res.metrics, "n_train": int(fit_rel.size), "n_test": int(test_rel.size),
                    "method": cfg.method.name, "synthetic": cfg.synthetic}
     else:
         # No score on the training cases themselves: it would be resubstitution, not an estimate.
@@ -400,11 +403,11 @@ def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any
 
 
 def _warn_unwatched_patience(cfg: TransferConfig) -> None:
-    """val_fraction 0 leaves no validation cases, so early stopping cannot run: say so rather than ignore it."""
+    """test_fraction 0 leaves no validation cases, so early stopping cannot run: say so rather than ignore it."""
     for stage in cfg.method.stages:
         loop = _loop_for(stage, cfg)
         if loop.patience > 0:
-            log.warning("transfer: val_fraction is 0 (train on every case), so stage %r has no validation cases; "
+            log.warning("transfer: test_fraction is 0 (train on every case), so stage %r has no validation cases; "
                         "its patience %d is ignored and all %d epochs run (set the epochs from a cross-validation)",
                         stage, loop.patience, loop.epochs)
 
