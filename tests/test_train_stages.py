@@ -228,7 +228,8 @@ def test_transfer_test_fraction_zero_trains_on_every_case(cohorts, parent, tmp_p
     """test_fraction 0: the final model after a cross-validation. Every case trains, no validation part, no
     score is recorded or invented, the checkpoint loads and its card says there is no evaluation."""
     from age2hie_hub.hub import from_pretrained
-    from age2hie_hub.modelcard import normalize_evaluation, render_model_card
+    from age2hie_hub.hub.card import render_model_card
+    from age2hie_hub.hub.evaluation import read_evaluation
     from age2hie_hub.train.stages import cached_arrays, fit_split, transfer
 
     _, hie = cohorts
@@ -251,7 +252,7 @@ def test_transfer_test_fraction_zero_trains_on_every_case(cohorts, parent, tmp_p
     model = from_pretrained(str(tmp_path / "tr" / "checkpoint"))
     ck = model.checkpoint_config
     assert ck.metrics == m and ck.provenance["n_training_cases"] == len(cohort)
-    assert normalize_evaluation(ck.metrics) == []
+    assert read_evaluation(ck.metrics).rows == ()
     for card in (str(render_model_card(ck, metrics=ck.metrics)), (tmp_path / "tr" / "checkpoint" / "README.md").read_text()):
         body = card.split("## Evaluation", 1)[1]
         assert "No evaluation was recorded for this checkpoint" in body and "held-out" not in body
