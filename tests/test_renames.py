@@ -1,5 +1,5 @@
 """Renamed names keep working for one release, with a DeprecationWarning naming the new one:
-TransferConfig.val_fraction -> test_fraction (keyword, YAML/JSON file, --set).
+TransferConfig.val_fraction -> test_fraction (keyword, YAML/JSON file, --set), synth Cohort -> SyntheticCohort.
 Giving an old and a new key together is an error naming where."""
 from __future__ import annotations
 
@@ -158,3 +158,23 @@ def test_cli_shows_the_deprecation_as_one_warning_line(tmp_path, capsys, key, wa
     if warned:
         assert notes[0].startswith("WARNING: ") and str(path) in notes[0]
 
+
+# ---- synth.Cohort -> SyntheticCohort -----------------------------------------------------------------------
+
+def test_synthetic_cohort_old_name_warns_and_is_the_same_class():
+    import age2hie_hub.synth as synth
+    from age2hie_hub.synth import cohort as module
+    from age2hie_hub.synth.cohort import SyntheticCohort
+    from age2hie_hub.train.manifest import Cohort as TrainingCohort
+
+    with pytest.warns(DeprecationWarning, match="synth.Cohort is now SyntheticCohort"):
+        assert synth.Cohort is SyntheticCohort
+    with pytest.warns(DeprecationWarning, match="synth.cohort.Cohort is now SyntheticCohort"):
+        assert module.Cohort is SyntheticCohort
+    assert TrainingCohort is not SyntheticCohort  # the training cohort keeps its name
+    with no_deprecation():
+        assert synth.SyntheticCohort is SyntheticCohort and "Cohort" not in synth.__all__
+    with pytest.raises(AttributeError, match="has no attribute 'Cohorts'"):
+        synth.Cohorts  # noqa: B018 - only the one old name is kept
+    with pytest.raises(AttributeError, match="has no attribute 'Cohorts'"):
+        module.Cohorts  # noqa: B018

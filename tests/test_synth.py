@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from age2hie_hub.synth import hie, t1
-from age2hie_hub.synth.cohort import make_brain_age_cohort, make_hie_cohort
+from age2hie_hub.synth.cohort import SyntheticCohort, make_brain_age_cohort, make_hie_cohort
 
 COARSE_T1 = (3.0, 3.0, 3.0)
 COARSE_HIE = (2.0, 2.0, 3.0)
@@ -169,6 +169,7 @@ def test_brain_age_cohort_is_bids_readable_and_reproducible(tmp_path):
     make_brain_age_cohort(tmp_path / "c", 3, seed=6, age_range=(10, 80), spacing=(4, 4, 4))
     da, db, dc = (_digest(tmp_path / x) for x in "abc")
     assert da == db and da != dc
+    assert isinstance(a, SyntheticCohort) and a.root == tmp_path / "a" and len(a.subjects) == 3
     with open(a.root / "participants.tsv", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert list(rows[0]) == ["participant_id", "age", "sex", "site"] and len(rows) == 3
@@ -194,6 +195,7 @@ def test_hie_cohort_layout_readable_and_reproducible(tmp_path):
     c = make_hie_cohort(tmp_path / "a", 3, seed=2, spacing=COARSE_HIE)
     make_hie_cohort(tmp_path / "b", 3, seed=2, spacing=COARSE_HIE)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert isinstance(c, SyntheticCohort) and c.root == tmp_path / "a" and len(c.subjects) == 3
     with open(c.root / "outcomes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["site"] for r in rows] == ["BCH", "MGH", "MGH"]  # 72:84 split of 3

@@ -5,12 +5,15 @@ Heavy modules (torch, the template) load on first use, so importing this package
 """
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from age2hie_hub._lazy import lazy_getattr
 
 _LAZY = {
     "make_brain_age_cohort": "age2hie_hub.synth.cohort",
     "make_hie_cohort": "age2hie_hub.synth.cohort",
-    "Cohort": "age2hie_hub.synth.cohort",
+    "SyntheticCohort": "age2hie_hub.synth.cohort",
     "synth_t1": "age2hie_hub.synth.t1",
     "synth_hie_case": "age2hie_hub.synth.hie",
     "make_montage": "age2hie_hub.synth.montage",
@@ -22,5 +25,14 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
+_lazy = lazy_getattr(__name__, _LAZY)
 
-__getattr__ = lazy_getattr(__name__, _LAZY)
+
+def __getattr__(name: str) -> Any:
+    """The lazy exports, and ``Cohort``, SyntheticCohort's former name (with a DeprecationWarning)."""
+    if name == "Cohort":
+        warnings.warn("age2hie_hub.synth.Cohort is now SyntheticCohort (age2hie_hub.train.manifest.Cohort is the "
+                      "unrelated cohort a training run reads); the old name will be removed",
+                      DeprecationWarning, stacklevel=2)
+        return _lazy("SyntheticCohort")
+    return _lazy(name)
