@@ -134,14 +134,15 @@ def test_old_key_in_a_set_override(tmp_path):
     path.write_text("transfer: {test_fraction: 0.25}\n")
     with no_deprecation():
         assert load_config(path, ExperimentConfig, ["transfer.test_fraction=0.05"]).transfer.test_fraction == 0.05
-    with pytest.raises(ValueError, match=r"unknown key 'val_fractoin' under transfer; valid keys are .*'test_fraction'"):
+    with pytest.raises(ValueError, match=r"unknown key 'val_fractoin' under transfer; valid keys .*'test_fraction'"):
         load_config(path, ExperimentConfig, ["transfer.val_fractoin=0.1"])
 
 
 def test_shipped_configs_use_the_current_names():
     with no_deprecation():
-        for name, cls in [("bundle_age2hie.yaml", ExperimentConfig), ("real_bonbid_lesion_burden.yaml", ExperimentConfig),
-                          ("synthetic_experiment.yaml", ExperimentConfig), ("bundle_brain_age.yaml", PretrainConfig),
+        for name, cls in [("bundle_age2hie.yaml", ExperimentConfig), ("synthetic_experiment.yaml", ExperimentConfig),
+                          ("real_bonbid_lesion_burden.yaml", ExperimentConfig),
+                          ("bundle_brain_age.yaml", PretrainConfig),
                           ("real_bonbid_lesion_burden_final.yaml", TransferConfig)]:
             load_config(CONFIGS / name, cls)
 
