@@ -35,6 +35,7 @@ import SimpleITK as sitk
 
 from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io import Volume
+from age2hie_hub.preprocess.separable import aligned_axes, resample_separable
 
 INTERPOLATORS = {
     "linear": sitk.sitkLinear,
@@ -217,6 +218,10 @@ def resample_array(
     mapping[:3, 3] -= lo
     mapping[:3] = mapping[:3][order]
     sigmas = sigmas[order]
+    axes = aligned_axes(mapping, shape) if interpolation == "linear" else None
+    if axes is not None:  # not oblique: per-axis matrix products, same values (preprocess/separable.py)
+        return resample_separable(block, mapping, shape, axes, sigmas, fill=fill,
+                                  zero_background=zero_background and bool(sigmas.any()))
     inside = None
     if sigmas.any():
         if np.may_share_memory(block, data):  # a contiguous slice is not copied; the smoothing writes to it
