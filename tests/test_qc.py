@@ -150,3 +150,31 @@ def test_input_stats_command_fails_in_one_line_and_writes_nothing(tmp_path, caps
     assert main([str(ckpt), "--config", str(tmp_path / "nodata.yaml")]) == 1
     assert "no data section" in capsys.readouterr().err
     assert (ckpt / "config.json").read_bytes() == before
+
+
+def test_quantiles_equal_sorting_with_many_zeros():
+    """The zero-aware ranking (masked backgrounds are mostly exact zeros) picks the same elements as a sort."""
+    from age2hie_hub.inference.qc import _quantiles
+
+    rng = np.random.default_rng(11)
+    qs = (0.0, 0.05, 0.5, 0.9, 0.95, 0.99, 1.0)
+    for zero_share in (0.0, 0.3, 0.9, 1.0):
+        for negative in (False, True):
+            values = rng.normal(size=5000) if negative else rng.gamma(2.0, size=5000)
+            values[rng.random(values.size) < zero_share] = 0.0
+            ranked = np.sort(values)
+            want = [float(ranked[min(values.size - 1, int(q * (values.size - 1)))]) for q in qs]
+            assert _quantiles(values.astype(np.float32), qs) == [float(np.float32(w)) for w in want]
+            assert _quantiles(values, qs) == want
+
+
+def test_features_of_float32_and_float64_data_agree():
+    """Float32 maps are ranked in float32: the features equal those of the same values held as float64."""
+    from age2hie_hub.inference.qc import channel_features
+
+    rng = np.random.default_rng(12)
+    data = rng.gamma(2.0, 5e-4, size=(40, 40, 30)).astype(np.float32)
+    data[:8] = 0.0
+    single = channel_features(Volume(data, np.diag([2.0, 2.0, 2.0, 1.0])), "ADC", "mm2/s")
+    double = channel_features(Volume(data.astype(np.float64), np.diag([2.0, 2.0, 2.0, 1.0])), "ADC", "mm2/s")
+    assert single == double
