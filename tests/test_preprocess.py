@@ -406,6 +406,26 @@ def test_channel_outside_the_first_ones_field_of_view_errors():
         preprocess([adc, Volume(adc.data, far, {"source": "zadc.mha"})], cfg(channels=2))
 
 
+def test_non_finite_check_on_views_large_values_and_float64():
+    """The finiteness check sums in memory order: a transposed, flipped view (as readers and reorientation hand
+    over) is caught; finite values whose float32 sum overflows are left alone; float64 data is checked too."""
+    adc = adc_volume()
+    view = np.flip(np.ascontiguousarray(adc.data.transpose(2, 1, 0)).copy(), axis=0).transpose(2, 1, 0)
+    assert not view.flags.c_contiguous and view.strides[2] < 0
+    view[5, 6, 7] = np.nan
+    out = preprocess(adc.with_data(view), cfg())
+    assert "channel 0: set 1 non-finite voxel(s) to 0" in out.notes
+    from age2hie_hub.preprocess.pipeline import _finite
+
+    huge = adc.with_data(np.full(adc.data.shape, 1e36, dtype=np.float32))  # finite; their float32 sum is not
+    notes: list[str] = []
+    assert _finite(huge, 0, notes) is huge and notes == []
+    double = adc.data.astype(np.float64)
+    double[1, 2, 3] = np.inf
+    out = preprocess(adc.with_data(double), cfg())
+    assert "channel 0: set 1 non-finite voxel(s) to 0" in out.notes
+
+
 def test_non_finite_voxels_and_singular_affine():
     adc = adc_volume()
     data = adc.data.copy()

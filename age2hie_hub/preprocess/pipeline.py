@@ -103,8 +103,12 @@ def _check_geometry(volume: Volume, index: int) -> None:
 
 
 def _finite(volume: Volume, index: int, notes: list[str]) -> Volume:
-    # Fast path: a float64 sum of float32 data cannot overflow, so it is finite exactly when every voxel is.
-    if np.isfinite(np.sum(volume.data, dtype=np.float64)):
+    # Fast path: the sum is finite when every voxel is (in memory order: readers hand back transposed views). A
+    # float32 sum can also overflow on finite data; that case falls through to the exact count below.
+    data = volume.data
+    if data.dtype == np.float32 and np.isfinite(np.sum(memory_view(data)[0] if data.ndim == 3 else data)):
+        return volume
+    if data.dtype != np.float32 and np.isfinite(np.sum(data, dtype=np.float64)):
         return volume
     bad = ~np.isfinite(volume.data)
     n_bad = int(np.count_nonzero(bad))
@@ -190,7 +194,8 @@ def _foreground(data: np.ndarray, config: PreprocessConfig, notes: list[str]) ->
     """
     level = config.foreground_threshold
     if config.foreground == "threshold":
-        return data > level, level
+        view, undo = memory_view(data)
+        return undo(view > level), level
     from age2hie_hub.dwi.mask import otsu_threshold_fast
     from age2hie_hub.preprocess.resample import gaussian_smooth
 
