@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -26,20 +27,13 @@ def read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict
     # passes NaN through, so the raw header is checked first. pixdim[1..3] must be finite and > 0 whatever the
     # sform says (the standard requires it; FSL and others take voxel sizes from pixdim): a flip is the job of
     # the sform/qform (and qfac in pixdim[0]), never of a negative voxel size.
-    _check_raw_pixdim(path)
-    try:
-        # No memory map: the Volume must not change if the file is later overwritten (and Windows could
-        # not replace a mapped file).
-        img = nib.load(str(path), mmap=False)
-    except _READ_ERRORS as exc:
-        raise fail(path, f"not a readable NIfTI file ({exc})") from exc
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise fail(path, f"expected NIfTI, nibabel read it as {type(img).__name__}")
+    gzipped = str(path).lower().endswith(".gz")
+    img = _load_gz(path, max_bytes) if gzipped else _load(path)
     hdr = img.header
     shape = check_shape(path, img.shape, hdr.get_data_dtype().itemsize, max_bytes)
     affine = np.asarray(img.affine, dtype=np.float64)
     check_affine(path, affine)
-    if not str(path).lower().endswith(".gz"):
+    if not gzipped:
         # Truncated uncompressed file: say so plainly before nibabel's memmap does something odder.
         need = int(hdr.get_data_offset()) + int(np.prod(img.shape)) * hdr.get_data_dtype().itemsize
         have = path.stat().st_size
@@ -55,11 +49,71 @@ def read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict
     return data, affine, meta
 
 
+def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """An uncompressed NIfTI through nibabel, after the raw header check."""
+    _check_raw_pixdim(path)
+    try:
+        # No memory map: the Volume must not change if the file is later overwritten (and Windows could
+        # not replace a mapped file).
+        img = nib.load(str(path), mmap=False)
+    except _READ_ERRORS as exc:
+        raise fail(path, f"not a readable NIfTI file ({exc})") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise fail(path, f"expected NIfTI, nibabel read it as {type(img).__name__}")
+    return img
+
+
+def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
+    """A .nii.gz decompressed in one pass into memory (a third faster than nibabel's streamed gzip on an IXI
+    T1), no further than the header says the image needs: the header is read and checked (voxel size, size
+    limit) before the voxels are decompressed, so a bomb stops at ``max_bytes``."""
+    try:
+        raw = path.read_bytes()
+        inflate = zlib.decompressobj(wbits=31)  # gzip framing
+        head = inflate.decompress(raw, 540)  # the larger (NIfTI-2) header
+        header_class = _header_class(head)
+        if header_class is None:
+            raise fail(path, "not a readable NIfTI file (no NIfTI header in the gzip stream)")
+        # The fixed header only (extensions follow it and may run past what has been inflated so far).
+        size = 540 if header_class is nib.Nifti2Header else 348
+        header = header_class(binaryblock=head[:size], check=False)
+        _check_pixdim(path, header)
+        shape = check_shape(path, header.get_data_shape(), header.get_data_dtype().itemsize, max_bytes)
+        need = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
+        parts, have = [head], len(head)
+        while have < need:
+            if inflate.eof:  # end of a gzip member: block-gzipped files hold several
+                if not inflate.unused_data:
+                    break
+                pending, inflate = inflate.unused_data, zlib.decompressobj(wbits=31)
+            else:
+                pending = inflate.unconsumed_tail
+                if not pending:  # input used up inside a member: truncated
+                    break
+            part = inflate.decompress(pending, need - have)
+            parts.append(part)
+            have += len(part)
+        if have < need:
+            raise fail(path, f"voxel data cannot be read; the file is corrupt or truncated (the header needs "
+                             f"{need} bytes, the gzip stream holds {have})")
+        image_class = nib.Nifti2Image if header_class is nib.Nifti2Header else nib.Nifti1Image
+        return image_class.from_bytes(b"".join(parts)[:need])
+    except (zlib.error, EOFError, ValueError, nib.filebasedimages.ImageFileError,
+            nib.spatialimages.HeaderDataError) as exc:
+        raise fail(path, f"not a readable NIfTI file ({exc})") from exc
+    except OSError as exc:
+        raise fail(path, f"cannot be read ({exc})") from exc
+
+
 def _check_raw_pixdim(path: Path) -> None:
     """Refuse a header whose voxel size pixdim[1..3] is zero, negative or not finite, before nibabel fixes it."""
     raw = raw_header(path)
     if raw is None:
         return  # not a NIfTI header: nib.load says so
+    _check_pixdim(path, raw)
+
+
+def _check_pixdim(path: Path, raw: nib.Nifti1Header | nib.Nifti2Header) -> None:
     ndim = int(raw["dim"][0])
     if ndim < 3 or ndim > 7:
         return  # 2D or a corrupt dim[0]: check_shape names the problem

@@ -1,0 +1,83 @@
+""".nii.gz read in one pass (io/nifti.py): same voxels as nibabel, gzip members, extensions, limits, damage."""
+from __future__ import annotations
+
+import gzip
+import struct
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from age2hie_hub.errors import VolumeReadError
+from age2hie_hub.io import read_volume
+
+DIM = 40  # byte offset of dim[0..7] (int16) in a NIfTI-1 header
+
+
+def image(nifti2: bool = False, scaled: bool = True, extension: bool = False):
+    rng = np.random.default_rng(4)
+    data = rng.integers(0, 250, size=(23, 19, 11)).astype(np.uint8)
+    img = (nib.Nifti2Image if nifti2 else nib.Nifti1Image)(data, np.diag([1.5, 1.2, 3.0, 1.0]))
+    if scaled:
+        img.header.set_slope_inter(13.895, -2.5)
+    if extension:
+        img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"x" * 3000))
+    return img
+
+
+def nibabel_voxels(path) -> np.ndarray:
+    return np.asarray(nib.load(str(path), mmap=False).get_fdata(dtype=np.float32))
+
+
+@pytest.mark.parametrize("nifti2", [False, True])
+@pytest.mark.parametrize("extension", [False, True])
+def test_same_voxels_and_affine_as_nibabel(tmp_path, nifti2, extension):
+    path = tmp_path / "scan.nii.gz"
+    nib.save(image(nifti2=nifti2, extension=extension), path)
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.data, nibabel_voxels(path))
+    np.testing.assert_array_equal(volume.affine, nib.load(str(path)).affine)
+
+
+def test_several_gzip_members(tmp_path):
+    """Block-gzipped files (bgzip, some pipelines' writers) are a chain of gzip members."""
+    path = tmp_path / "scan.nii"
+    nib.save(image(), path)
+    raw = path.read_bytes()
+    chained = tmp_path / "chained.nii.gz"
+    chained.write_bytes(b"".join(gzip.compress(raw[i : i + 1000]) for i in range(0, len(raw), 1000)))
+    np.testing.assert_array_equal(read_volume(chained).data, nibabel_voxels(path))
+
+
+def test_truncated_gzip_is_named(tmp_path):
+    path = tmp_path / "scan.nii.gz"
+    nib.save(image(scaled=False), path)
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(VolumeReadError, match=r"cut\.nii\.gz: voxel data cannot be read; the file is corrupt or "
+                                              r"truncated \(the header needs \d+ bytes, the gzip stream holds \d+\)"):
+        read_volume(cut)
+
+
+def test_size_limit_is_checked_before_the_voxels_are_inflated(tmp_path):
+    """A header claiming a huge image over a tiny gzip stream of zeros (a bomb) stops at the header."""
+    raw = bytearray(gzip.decompress(_saved(tmp_path).read_bytes()))
+    raw[DIM : DIM + 8] = struct.pack("<4h", 3, 2000, 2000, 2000)
+    bomb = tmp_path / "bomb.nii.gz"
+    bomb.write_bytes(gzip.compress(bytes(raw) + bytes(1 << 20)))
+    with pytest.raises(VolumeReadError, match=r"bomb\.nii\.gz: header dimensions \(2000, 2000, 2000\) need .* GiB, "
+                                              r"over the limit"):
+        read_volume(bomb, max_bytes=1 << 30)
+
+
+def test_gzip_of_something_else_is_named(tmp_path):
+    bad = tmp_path / "notnifti.nii.gz"
+    bad.write_bytes(gzip.compress(b"hello, this is not an image" * 40))
+    with pytest.raises(VolumeReadError, match=r"notnifti\.nii\.gz: not a readable NIfTI file"):
+        read_volume(bad)
+
+
+def _saved(tmp_path):
+    path = tmp_path / "base.nii.gz"
+    nib.save(image(scaled=False), path)
+    return path
