@@ -2,6 +2,7 @@
 checked; the template ships as package data; the bundled cards render from their own inputs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -286,6 +287,15 @@ def test_card_from_a_real_training_run(real_runs, name, tmp_path):
     modality = "T1w" if name == "brain-age" else "ADC"
     assert f"| 0 | {modality} |" in body and "| 12 x 12 x 8 |" in body
     assert config.provenance["data_manifest_sha256"] in body
+    # The run wrote its evaluation record beside the flat keys; reading those keys the old way gives the same rows
+    # (the record adds what the rows were scored against), so the card is the same from either.
+    saved = json.loads((run / "metrics.json").read_text())
+    record = read_evaluation(saved)
+    legacy = read_evaluation({k: v for k, v in saved.items() if k != "evaluation"})
+    assert record.rows and {r.task for r in record.rows} == {"age" if name == "brain-age" else "outcome"}
+    assert tuple(dataclasses.replace(r, task=None) for r in record.rows) == legacy.rows
+    assert render_model_card(config, metrics=legacy,
+                             release=load_release_metadata(CARDS / f"{name}.yaml")).content == card.content
 
 
 def test_release_metadata_files_load_and_typos_are_refused(tmp_path):
@@ -398,6 +408,24 @@ def _experiment_metrics() -> dict:
     summary = summarize_rows(rows, n_boot=200)
     return {"summary": summary, "comparisons": paired_comparisons(rows, "scratch"), "n_cases": 156,
             "sites": {"BCH": 72, "MGH": 84}, "synthetic": True}
+
+
+def test_experiment_record_agrees_with_its_summary_columns(run_dir):
+    """train.evaluate.evaluation_record (what an experiment writes now) and the older summary columns read by
+    read_evaluation give the same rows, comparisons and cohort, and the same card."""
+    from age2hie_hub.hub.checkpoint import read_config
+    from age2hie_hub.train.evaluate import evaluation_record
+
+    exp = _experiment_metrics()
+    record = evaluation_record(exp["summary"], exp["comparisons"], n_cases=exp["n_cases"], sites=exp["sites"],
+                               task="outcome")
+    legacy = read_evaluation(exp)
+    assert len(record.rows) == 3 * 2 * 8 and {r.task for r in record.rows} == {"outcome"}
+    assert tuple(dataclasses.replace(r, task=None) for r in record.rows) == legacy.rows
+    assert (record.comparisons, record.n_cases, record.sites) == (legacy.comparisons, legacy.n_cases, legacy.sites)
+    config = read_config(run_dir / "checkpoint")
+    assert render_model_card(config, metrics={"evaluation": record.to_dict()}).content == \
+        render_model_card(config, metrics=exp).content
 
 
 def test_experiment_summary_and_comparisons_in_the_card(run_dir):

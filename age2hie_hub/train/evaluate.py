@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from age2hie_hub.hub.evaluation import Comparison, EvalRow, Evaluation
 from age2hie_hub.train import distributed as D
 from age2hie_hub.train import metrics as M
 from age2hie_hub.train.config import LearningCurveConfig, MethodConfig, TransferConfig
@@ -135,6 +136,36 @@ def summarize_rows(rows: Sequence[dict[str, Any]], n_boot: int = 2000) -> list[d
                             f"{key}_ci_high": s["ci_high"], f"{key}_text": _fmt(s)})
             out.append(row)
     return out
+
+
+def summary_eval_rows(summary: Sequence[dict[str, Any]], task: str | None = None) -> list[EvalRow]:
+    """The summary table (``summarize_rows``, ``cross_validate_brain_age``) as the evaluation record's rows: one
+    per method x protocol x metric, with its sd, CI, splits and seeds (and cases, where the row counts them)."""
+    out = []
+    for row in summary:
+        for key in (*CLASSIFICATION_KEYS, *REGRESSION_KEYS):
+            if f"{key}_mean" in row:
+                out.append(EvalRow(protocol=row["protocol"], metric=key, value=float(row[f"{key}_mean"]),
+                                   method=row["method"], n=row.get("n"), sd=float(row[f"{key}_sd"]),
+                                   ci_low=float(row[f"{key}_ci_low"]), ci_high=float(row[f"{key}_ci_high"]),
+                                   n_splits=int(row["n_splits"]), n_seeds=int(row["n_seeds"]), task=task))
+    return out
+
+
+def held_out_eval_rows(protocol: str, metrics: dict[str, float], *, n: int, method: str | None = None,
+                       task: str | None = None, ci: dict[str, Sequence[float]] | None = None) -> list[EvalRow]:
+    """One held-out split's metrics as evaluation rows (``ci``: metric -> its 95 % interval, where measured)."""
+    ci = ci or {}
+    return [EvalRow(protocol=protocol, metric=k, value=float(v), method=method, n=n, task=task,
+                    ci_low=float(ci[k][0]) if k in ci else None, ci_high=float(ci[k][1]) if k in ci else None)
+            for k, v in metrics.items()]
+
+
+def evaluation_record(summary: Sequence[dict[str, Any]], comparisons: Sequence[dict[str, Any]], *, n_cases: int,
+                      sites: dict[str, int], task: str | None = None) -> Evaluation:
+    """What an experiment or a cross-validation writes under ``"evaluation"`` in its metrics.json."""
+    return Evaluation(rows=tuple(summary_eval_rows(summary, task)),
+                      comparisons=tuple(Comparison.from_dict(c) for c in comparisons), n_cases=n_cases, sites=sites)
 
 
 def paired_comparisons(rows: Sequence[dict[str, Any]], reference: str,
@@ -439,6 +470,8 @@ def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_di
         "bias_lines": lines, "baseline_choices": chosen, "timings": timings, "synthetic": cfg.synthetic,
         "age_bias_correction": _bias_record(final_line, cv.folds),
     }
+    out["evaluation"] = evaluation_record(summary, comparisons, n_cases=out["n_cases"], sites=out["sites"],
+                                          task=cohort.target_name).to_dict()
     out["checkpoint_metrics"] = _cv_checkpoint_metrics(out, ages, preds[CNN], cv.folds)
     if D.rank() == 0:
         subjects = cohort.subjects

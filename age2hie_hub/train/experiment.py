@@ -12,7 +12,7 @@ from age2hie_hub.train import distributed as D
 from age2hie_hub.train import report
 from age2hie_hub.train.config import ExperimentConfig, to_dict
 from age2hie_hub.train.evaluate import (
-    learning_curve_comparisons, learning_curve_table, paired_comparisons, run_grid, summarize_rows,
+    evaluation_record, learning_curve_comparisons, learning_curve_table, paired_comparisons, run_grid, summarize_rows,
 )
 from age2hie_hub.train.manifest import read_cohort
 from age2hie_hub.train.parent import resolve_parent, target_preprocess
@@ -90,6 +90,8 @@ def run_experiment(cfg: ExperimentConfig, *, evaluate_only: bool = False) -> dic
            "pretrain": pre_out["metrics"] if pre_out else None, "n_cases": len(cohort),
            "sites": {str(s): int((cohort.sites == s).sum()) for s in sorted(set(cohort.sites))},
            "synthetic": tcfg.synthetic, "target": cohort.target_name}
+    out["evaluation"] = evaluation_record(summary, comparisons, n_cases=out["n_cases"], sites=out["sites"],
+                                          task=cohort.target_name).to_dict()
     if D.rank() == 0:
         _write_outputs(out, run_dir, synthetic=tcfg.synthetic)
     D.barrier()

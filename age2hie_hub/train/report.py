@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 
 from age2hie_hub._atomic import atomic_path
+from age2hie_hub.hub.evaluation import PROTOCOL_NAMES  # one table of display names, shared with the card
 
 log = logging.getLogger(__name__)
-
-PROTOCOL_NAMES = {"same_site": "same-site", "multi_site": "multi-site", "cross_site": "cross-site"}
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:

@@ -18,6 +18,7 @@ import torch
 
 from age2hie_hub._atomic import write_text_atomic
 from age2hie_hub.hub import CheckpointConfig, save_pretrained
+from age2hie_hub.hub.evaluation import Evaluation
 from age2hie_hub.models import (
     Age2HieNet,
     ModelConfig,
@@ -33,6 +34,7 @@ from age2hie_hub.train import metrics as M
 from age2hie_hub.train.cache import PreprocessCache
 from age2hie_hub.train.config import MethodConfig, PretrainConfig, TransferConfig
 from age2hie_hub.train.data import ArrayDataset, hash_seed
+from age2hie_hub.train.evaluate import held_out_eval_rows
 from age2hie_hub.train.input_stats import checkpoint_records
 from age2hie_hub.train.loop import FitResult, LoopConfig, fit, predict
 from age2hie_hub.train.manifest import Cohort, read_cohort
@@ -276,15 +278,18 @@ def pretrain(cfg: PretrainConfig, cohort: Cohort | None = None) -> dict[str, Any
         model, objective, res, fit_pos = train_brain_age(cfg, cohort, files, keep, state_dir=run_dir / "state")
     n_val = int(keep.size - fit_pos.size)
     metrics: dict[str, Any]
+    rows = []  # the evaluation record's rows (hub.evaluation), beside the flat keys older readers know
     if test.size:
         pred = predict_ages(model, objective, files, ages, test, cfg.loop.batch_size)
         baseline = np.full(test.size, ages[fit_pos].mean())
+        scores = {**M.regression_metrics(ages[test], pred), "baseline_predict_mean_mae": M.mae(ages[test], baseline)}
+        ci = {"mae": M.bootstrap_ci(M.mae, ages[test], pred, n_boot=1000, seed=cfg.seed)[1:]}
         metrics = {
             "split": "held_out_test", "n_train": int(fit_pos.size), "n_val": n_val, "n_test": int(test.size),
-            **{f"test_{k}": v for k, v in M.regression_metrics(ages[test], pred).items()},
-            "test_mae_ci95": list(M.bootstrap_ci(M.mae, ages[test], pred, n_boot=1000, seed=cfg.seed)[1:]),
-            "baseline_predict_mean_mae": M.mae(ages[test], baseline),
+            **{f"test_{k}": v for k, v in scores.items() if k in M.REGRESSION_METRICS},
+            "test_mae_ci95": list(ci["mae"]), "baseline_predict_mean_mae": scores["baseline_predict_mean_mae"],
         }
+        rows = held_out_eval_rows("held_out_test", scores, n=int(test.size), task=cohort.target_name, ci=ci)
     else:
         # A score on the training cases themselves would be resubstitution: none is recorded here; the
         # estimate of this recipe is the cross-validation (when run), recorded under "cv".
@@ -299,6 +304,8 @@ def pretrain(cfg: PretrainConfig, cohort: Cohort | None = None) -> dict[str, Any
     if cv_out is not None:
         # The run's metrics.json carries the cross-validated table, so the release recipe puts it in the card.
         out.update({k: cv_out[k] for k in ("summary", "comparisons", "n_cases", "sites")})
+    cv_record = Evaluation.from_dict(cv_out["evaluation"]) if cv_out is not None else Evaluation()
+    out["evaluation"] = Evaluation(rows=tuple(rows)).with_cross_validation(cv_record).to_dict()
     if D.rank() == 0:
         ck = _checkpoint_config(model, prep, task="brain_age", labels=(), cohort=cohort, seed=cfg.seed, parent=None,
                                 metrics=metrics, synthetic=cfg.synthetic, age_unit=cfg.age_unit,
@@ -382,12 +389,16 @@ def transfer(cfg: TransferConfig, cohort: Cohort | None = None) -> dict[str, Any
     if test_rel.size:
         metrics = {"split": "held_out", **res.metrics, "n_train": int(fit_rel.size), "n_test": int(test_rel.size),
                    "method": cfg.method.name, "synthetic": cfg.synthetic}
+        rows = held_out_eval_rows("held_out", res.metrics, n=int(test_rel.size), method=cfg.method.name,
+                                  task=cohort.target_name)
     else:
         # No score on the training cases themselves: it would be resubstitution, not an estimate.
         metrics = {"split": "none", "n_train": int(fit_rel.size), "n_val": 0, "n_test": 0,
                    "note": "trained on every case; no held-out score (estimate it with age2hie-train evaluate)",
                    "method": cfg.method.name, "synthetic": cfg.synthetic}
-    out = {"metrics": metrics, "history": res.history, "checkpoint": str(run_dir / "checkpoint")}
+        rows = []
+    out = {"metrics": metrics, "history": res.history, "checkpoint": str(run_dir / "checkpoint"),
+           "evaluation": Evaluation(rows=tuple(rows)).to_dict()}
     if D.rank() == 0:
         task = "hie_outcome" if cfg.head == "outcome" else "classification"
         ck = _checkpoint_config(res.model, prep, task=task, labels=_labels(cfg, cohort), cohort=cohort, seed=cfg.seed,
