@@ -81,3 +81,14 @@ def _saved(tmp_path):
     path = tmp_path / "base.nii.gz"
     nib.save(image(scaled=False), path)
     return path
+
+
+def test_header_check_messages_are_not_wrapped(tmp_path):
+    """A bad voxel size found in the gzipped header reads exactly as in an uncompressed file."""
+    raw = bytearray(gzip.decompress(_saved(tmp_path).read_bytes()))
+    raw[80:84] = struct.pack("<f", 0.0)  # pixdim[1]
+    bad = tmp_path / "zero.nii.gz"
+    bad.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(VolumeReadError) as err:
+        read_volume(bad)
+    assert str(err.value).startswith(f"{bad}: header voxel size") and "zero or negative" in str(err.value)

@@ -11,6 +11,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io.checks import check_affine, check_shape, check_spacing, fail
 from age2hie_hub.io.sidecars import find_sidecars
 
@@ -98,6 +99,8 @@ def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
                              f"{need} bytes, the gzip stream holds {have})")
         image_class = nib.Nifti2Image if header_class is nib.Nifti2Header else nib.Nifti1Image
         return image_class.from_bytes(b"".join(parts)[:need])
+    except VolumeReadError:  # the header checks' own messages, unwrapped
+        raise
     except (zlib.error, EOFError, ValueError, nib.filebasedimages.ImageFileError,
             nib.spatialimages.HeaderDataError) as exc:
         raise fail(path, f"not a readable NIfTI file ({exc})") from exc
