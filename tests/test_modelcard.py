@@ -474,12 +474,6 @@ def test_base_model_only_names_hub_repos(parent, expected):
 BUNDLED = REPO / "age2hie_hub" / "data" / "models"
 
 
-def _pending_repin(shipped: str) -> str:
-    """The shipped cards predate the split wording fix ("5 splits x 1 seeds" -> "5 splits (1 seed)"); their
-    README.md is hash-pinned in SHA256SUMS, so they change only with a rebuilt bundle. No-op once re-pinned."""
-    return re.sub(r"(\d+) splits x 1 seeds", r"\1 splits (1 seed)", shipped)
-
-
 def _bundled_card(name: str, record: dict) -> str:
     from age2hie_hub.hub.checkpoint import read_config
 
@@ -501,11 +495,11 @@ def test_bundled_card_renders_from_its_own_inputs(name):
     build's runs): a change of the renderer or the template that would change a shipped card fails here."""
     record = json.loads((REPO / "tests" / "data" / "bundled_cards" / f"{name}.json").read_text())
     shipped = (BUNDLED / name / "README.md").read_text(encoding="utf-8")
-    assert _bundled_card(name, record) == _pending_repin(shipped)
+    assert _bundled_card(name, record) == shipped
     # Negative control: one number of one row, off by 0.001 in the table's precision, is caught.
     row = next(r for r in record["evaluation"]["rows"] if r["method"] not in ("cnn", "transfer"))
     row["value"] = round(row["value"] + 0.001, 3)
-    assert _bundled_card(name, record) != _pending_repin(shipped)
+    assert _bundled_card(name, record) != shipped
 
 
 def test_the_template_is_package_data():
