@@ -220,6 +220,7 @@ def crop_rows(scans: list[str], repeats: int, model: str = ADC_MODEL) -> tuple[t
     from age2hie_hub.preprocess import preprocess, reorient_to_ras
     from age2hie_hub.preprocess.crop import foreground_bounds, fov_center, output_grid
     from age2hie_hub.preprocess.intensity import normalize
+    from age2hie_hub.preprocess.pipeline import _foreground
 
     config = read_config(resolve_checkpoint(model).folder)
     pre = config.preprocess
@@ -230,7 +231,7 @@ def crop_rows(scans: list[str], repeats: int, model: str = ADC_MODEL) -> tuple[t
     level = pre.foreground_threshold
 
     def ours_crop_normalise(ras, resampled) -> None:
-        mask = ras.data > level
+        mask, _ = _foreground(ras.data, pre, [])  # the pipeline's own step (threshold or Otsu, in memory order)
         fg = foreground_bounds(mask, ras.affine)
         center = (fg[0] + fg[1]) / 2.0 if fg is not None else fov_center(ras.affine, ras.spatial_shape)
         output_grid(ras.affine, ras.spatial_shape, pre.spacing, pre.shape, center)

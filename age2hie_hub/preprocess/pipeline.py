@@ -106,8 +106,10 @@ def _finite(volume: Volume, index: int, notes: list[str]) -> Volume:
     # Fast path: the sum is finite when every voxel is (in memory order: readers hand back transposed views). A
     # float32 sum can also overflow on finite data; that case falls through to the exact count below.
     data = volume.data
-    if data.dtype == np.float32 and np.isfinite(np.sum(memory_view(data)[0] if data.ndim == 3 else data)):
-        return volume
+    if data.dtype == np.float32:
+        with np.errstate(over="ignore"):  # an overflow is not an error here: the exact count below decides
+            if np.isfinite(np.sum(memory_view(data)[0] if data.ndim == 3 else data)):
+                return volume
     if data.dtype != np.float32 and np.isfinite(np.sum(data, dtype=np.float64)):
         return volume
     bad = ~np.isfinite(volume.data)
