@@ -92,3 +92,24 @@ def test_header_check_messages_are_not_wrapped(tmp_path):
     with pytest.raises(VolumeReadError) as err:
         read_volume(bad)
     assert str(err.value).startswith(f"{bad}: header voxel size") and "zero or negative" in str(err.value)
+
+
+@pytest.mark.parametrize("dtype, slope, inter", [
+    (np.uint8, 13.895, 0.0),  # IXI's storage: the float32 scaling path
+    (np.int16, 0.37, 0.0),
+    (np.uint16, 1.0, 0.0),
+    (np.int16, 0.37, -12.25),  # an intercept: nibabel's own scaling
+    (np.int32, 3.1, 0.0),  # wider integers: nibabel's own scaling
+    (np.float32, 2.0, 0.0),
+])
+def test_scaling_equals_nibabel(tmp_path, dtype, slope, inter):
+    rng = np.random.default_rng(9)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    raw = (rng.integers(info.min, info.max, size=(9, 8, 7), endpoint=True) if info else rng.normal(size=(9, 8, 7)))
+    img = nib.Nifti1Image(raw.astype(dtype), np.eye(4))
+    img.header.set_slope_inter(slope, inter)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(img, path)
+    got = read_volume(path).data
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, nibabel_voxels(path))

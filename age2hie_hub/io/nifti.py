@@ -41,13 +41,33 @@ def read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict
         if have < need:
             raise fail(path, f"file is truncated: the header needs {need} bytes, the file has {have}")
     try:
-        data = np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"), dtype=np.float32)
+        data = _scaled_float32(img)
     except _READ_ERRORS as exc:
         raise fail(path, f"voxel data cannot be read; the file is corrupt or truncated ({exc})") from exc
     data = data.reshape(shape)
     meta: dict[str, Any] = {"format": "nifti"}
     meta.update(find_sidecars(path, 1 if data.ndim == 3 else data.shape[3]))
     return data, affine, meta
+
+
+def _scaled_float32(img: nib.Nifti1Image | nib.Nifti2Image) -> np.ndarray:
+    """The voxels as float32 times the header's slope plus intercept, as nibabel's ``get_fdata`` gives them.
+
+    Integers of up to 16 bits with a float32 slope and no intercept (e.g. IXI's uint8 x 13.9) are scaled in
+    float32: the product of two float32 values is rounded once either way, so the values are the same, and a
+    third of the time of nibabel's float64 scaling. Anything else goes through nibabel.
+    """
+    proxy = img.dataobj
+    slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    dtype = img.header.get_data_dtype()
+    simple = (dtype.kind in "iu" and dtype.itemsize <= 2 and np.isfinite(slope) and slope != 0
+              and float(np.float32(slope)) == float(slope) and inter == 0)
+    if not simple:
+        return np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"), dtype=np.float32)
+    data = np.asarray(proxy.get_unscaled()).astype(np.float32)
+    if slope != 1:
+        data *= np.float32(slope)
+    return data
 
 
 def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
