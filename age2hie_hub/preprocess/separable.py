@@ -164,7 +164,9 @@ def resample_separable(block: np.ndarray, mapping: np.ndarray, shape: tuple[int,
         ratio = np.divide(values, weight, out=np.zeros_like(values), where=~outside)
         matrices = [w[:, u].astype(np.float32) for w, u in zip(interp, used)]
         out = _apply(ratio, matrices)
-        keep = _apply(nonzero, [w.astype(np.float32) for w in interp]) >= 0.5
+        # The unsmoothed mask interpolated the same way (>= half inside the object); it too is read at the used
+        # voxels only.
+        keep = _apply(np.ascontiguousarray(nonzero[np.ix_(*used)]), matrices) >= 0.5
         out[~keep] = fill
     # Block axis k now runs along target axis axes[k]: lay the result out in target order.
     out = np.ascontiguousarray(out.transpose(np.argsort(axes)))
