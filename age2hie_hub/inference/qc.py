@@ -103,13 +103,18 @@ def channel_features(volume: Volume, modality: str, unit: str | None = None) -> 
     data = np.asarray(volume.data)
     if data.ndim != 3:
         raise ValueError(f"input QC takes a 3D channel, got shape {data.shape}")
-    step = _stride(volume.spacing)
+    # The features do not depend on the order of the axes: the sample is taken with the axes in memory order
+    # (readers hand back transposed arrays), a sequential copy instead of a gather across memory.
+    order = sorted(range(3), key=lambda a: -abs(data.strides[a]))
+    data = data.transpose(order)
+    spacing = [float(volume.spacing[a]) for a in order]
+    step = _stride(spacing)
     # Quantiles are sample elements, so float32 data is ranked as float32 (half the memory traffic of float64,
     # same values); the moments below are taken in float64.
     dtype = np.float32 if data.dtype == np.float32 else np.float64
     sub = np.array(data[:: step[0], :: step[1], :: step[2]], dtype=dtype)
     sub[~np.isfinite(sub)] = 0
-    voxel_ml = float(np.prod(np.asarray(volume.spacing) * np.asarray(step))) / 1000.0
+    voxel_ml = float(np.prod(np.asarray(spacing) * np.asarray(step))) / 1000.0
     out: dict[str, Any] = {}
     if modality in ADC_MODALITIES and unit is not None:
         out["unit"] = unit
@@ -122,7 +127,7 @@ def channel_features(volume: Volume, modality: str, unit: str | None = None) -> 
     values = sub[fg]
     p05, median, p95 = _quantiles(values, (0.05, 0.5, 0.95))
     out["foreground_ml"] = float(fg.sum()) * voxel_ml
-    out["extent_mm"] = max(_extent(fg, axis) * step[axis] * float(volume.spacing[axis]) for axis in range(3))
+    out["extent_mm"] = max(_extent(fg, axis) * step[axis] * spacing[axis] for axis in range(3))
     out["zero_fraction"] = float(np.mean(sub == 0))
     outside = absval[~fg]
     out["background_ratio"] = float(_quantile(outside, 0.9) / abs(median)) if outside.size and median else 0.0
