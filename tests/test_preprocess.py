@@ -888,3 +888,22 @@ def test_real_bonbid_adc_with_a_non_zero_background_still_crops_on_the_brain(sha
     # non-zero voxels here); on it the values are the clean map's, z-scored with that mask's mean and sd.
     assert both.sum() > 0.6 * tissue.sum()
     assert np.corrcoef(otsu.array[0][both], reference.array[0][both])[0, 1] > 0.99
+
+
+def test_orientation_codes_match_nibabel_and_repeat():
+    """The orientation is remembered per affine (asked several times per scan): same codes as nibabel, for
+    oblique and flipped affines, on first and later calls, and an affine changed in place is a new question."""
+    from nibabel.orientations import aff2axcodes
+
+    from age2hie_hub.preprocess.orient import orientation_codes
+
+    rng = np.random.default_rng(21)
+    for _ in range(50):
+        affine = np.eye(4)
+        affine[:3, :3] = rng.normal(size=(3, 3))
+        for _ in range(2):
+            assert orientation_codes(affine) == "".join(aff2axcodes(affine))
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    assert orientation_codes(affine) == "LAS"
+    affine[0, 0] = 2.0
+    assert orientation_codes(affine) == "RAS"

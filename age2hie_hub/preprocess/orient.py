@@ -1,15 +1,30 @@
 """Reorientation to RAS: a pure permutation/flip of voxel axes; every voxel keeps its world position."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from nibabel import orientations as nio
 
 from age2hie_hub.io import Volume
 
 
+def _orientation(affine: np.ndarray) -> np.ndarray:
+    """nibabel's ``io_orientation`` of ``affine`` (read-only), remembered: a scan's orientation is asked for
+    several times on its way to the model, and each answer costs an SVD (~0.4 ms)."""
+    return _orientation_of(np.ascontiguousarray(affine, dtype=np.float64).tobytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _orientation_of(affine: bytes) -> np.ndarray:
+    ornt = nio.io_orientation(np.frombuffer(affine, dtype=np.float64).reshape(4, 4))
+    ornt.setflags(write=False)
+    return ornt
+
+
 def orientation_codes(affine: np.ndarray) -> str:
     """Axis codes of a voxel-to-world affine, e.g. ``"LAS"`` (closest axes for oblique affines)."""
-    return "".join(nio.aff2axcodes(np.asarray(affine, dtype=np.float64)))
+    return "".join(nio.ornt2axcodes(_orientation(affine)))
 
 
 def obliquity_degrees(affine: np.ndarray) -> float:
@@ -28,7 +43,7 @@ def reorient_to_ras(volume: Volume) -> Volume:
     onto an axis-aligned grid is :func:`age2hie_hub.preprocess.resample_to`'s job. A 4D volume keeps its
     last axis. Returns the same object when it is already RAS.
     """
-    ornt = nio.io_orientation(volume.affine)
+    ornt = _orientation(volume.affine)
     target = nio.axcodes2ornt("RAS")
     if np.array_equal(ornt, target):
         return volume
