@@ -84,3 +84,30 @@ def test_summarize():
     s = M.summarize([0.7, 0.8, 0.9, float("nan")], n_boot=200)
     assert s["n"] == 3 and s["mean"] == pytest.approx(0.8) and s["sd"] == pytest.approx(0.1)
     assert s["ci_low"] <= 0.8 <= s["ci_high"]
+
+
+def test_a_metric_added_to_metrics_py_reaches_the_evaluation_record(monkeypatch):
+    """Adding a metric is one edit (metrics.BINARY_METRICS): the per-split rows, the summary, the evaluation
+    record that the card reads and its display name all follow, with no list elsewhere to update."""
+    from age2hie_hub.hub.evaluation import metric_label
+    from age2hie_hub.train.evaluate import summarize_rows, summary_eval_rows
+
+    def npv(y, p, threshold):  # negative predictive value
+        neg = np.asarray(p) < threshold
+        return float(np.mean(np.asarray(y)[neg] == 0)) if neg.any() else float("nan")
+
+    monkeypatch.setitem(M.BINARY_METRICS, "npv", npv)
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(3):
+        y = rng.integers(0, 2, 40)
+        p = np.clip(0.3 * y + rng.random(40) * 0.7, 0, 1)
+        rows.append({"method": "transfer", "protocol": "multi_site", "seed": seed, "learning_curve": False,
+                     **M.binary_metrics(y, p)})
+    assert "npv" in rows[0]
+    summary = summarize_rows(rows, n_boot=50)
+    record = summary_eval_rows(summary, task="outcome")
+    assert {r.metric for r in record} == set(M.BINARY_METRICS)
+    npv_row = next(r for r in record if r.metric == "npv")
+    assert npv_row.value == pytest.approx(np.mean([r["npv"] for r in rows]))
+    assert metric_label("npv") == "npv"  # no display name given: the card shows the key

@@ -23,9 +23,11 @@ from age2hie_hub.train.splits import Split, learning_curve_subsets, make_splits
 
 log = logging.getLogger(__name__)
 
-# Reported per method x protocol; the first ones lead the Markdown table.
-CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "auc", "f1", "sensitivity", "specificity", "brier", "ece")
-REGRESSION_KEYS = ("mae", "pearson_r", "bias")
+
+def metric_keys(task: str) -> tuple[str, ...]:
+    """The metrics reported per method x protocol for a "classification" or "regression" task: metrics.py's
+    (read at call time, so a metric added there needs no edit here), the first ones leading the Markdown table."""
+    return tuple(M.BINARY_METRICS if task == "classification" else M.REGRESSION_METRICS)
 
 
 def _row_id(method: str, split: Split, size: int | None) -> str:
@@ -121,7 +123,7 @@ def _fmt(s: dict[str, float], digits: int = 3) -> str:
 def summarize_rows(rows: Sequence[dict[str, Any]], n_boot: int = 2000) -> list[dict[str, Any]]:
     """One row per (method, protocol): every metric's mean, sd and 95 % bootstrap CI over splits x seeds."""
     full = [r for r in rows if not r["learning_curve"]]
-    keys = CLASSIFICATION_KEYS if any("accuracy" in r for r in full) else REGRESSION_KEYS
+    keys = metric_keys("classification" if any("accuracy" in r for r in full) else "regression")
     out = []
     for method in dict.fromkeys(r["method"] for r in full):
         for protocol in dict.fromkeys(r["protocol"] for r in full):
@@ -143,7 +145,7 @@ def summary_eval_rows(summary: Sequence[dict[str, Any]], task: str | None = None
     per method x protocol x metric, with its sd, CI, splits and seeds (and cases, where the row counts them)."""
     out = []
     for row in summary:
-        for key in (*CLASSIFICATION_KEYS, *REGRESSION_KEYS):
+        for key in (*metric_keys("classification"), *metric_keys("regression")):
             if f"{key}_mean" in row:
                 out.append(EvalRow(protocol=row["protocol"], metric=key, value=float(row[f"{key}_mean"]),
                                    method=row["method"], n=row.get("n"), sd=float(row[f"{key}_sd"]),
@@ -440,7 +442,7 @@ def cross_validate_brain_age(cfg: Any, cohort: Cohort, files: list[Path], run_di
         pooled = M.regression_summary(ages, p, n_boot=cv.n_boot, seed=cv.seed)
         row: dict[str, Any] = {"method": name, "protocol": protocol, "n_splits": cv.folds, "n_seeds": 1,
                                "n": len(cohort)}
-        for key in REGRESSION_KEYS:
+        for key in metric_keys("regression"):
             per_fold = [M.REGRESSION_METRICS[key](ages[fold_of == f], p[fold_of == f]) for f in range(cv.folds)]
             s = pooled[key]
             row.update({f"{key}_mean": s["value"], f"{key}_sd": float(np.std(per_fold, ddof=1)),
@@ -522,7 +524,7 @@ def _cv_checkpoint_metrics(out: dict[str, Any], ages: np.ndarray, pred: np.ndarr
     brief = {}
     for row in out["summary"]:
         brief[row["method"]] = {k: {"value": row[f"{k}_mean"], "sd_over_folds": row[f"{k}_sd"],
-                                    "ci95": [row[f"{k}_ci_low"], row[f"{k}_ci_high"]]} for k in REGRESSION_KEYS}
+                                    "ci95": [row[f"{k}_ci_low"], row[f"{k}_ci_high"]]} for k in metric_keys("regression")}
     return {
         "cv": {"folds": folds, "n": int(ages.size), "protocol": f"{folds}-fold CV", "methods": brief,
                "ci": "95 % percentile bootstrap over subjects; sd over folds"},

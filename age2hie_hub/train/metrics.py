@@ -126,18 +126,20 @@ def pearson_r(y: Any, yhat: Any) -> float:
     return float(np.corrcoef(y, yhat)[0, 1])
 
 
+# The metrics a run computes and reports, in the order reports and cards show them: adding one here is the
+# whole change on the training side (evaluation, the evaluation record and the card take it from here; a display
+# name in hub.evaluation.METRIC_INFO is optional). Binary metrics are called as fn(y, p, threshold).
 BINARY_METRICS: dict[str, Callable[..., float]] = {
-    "accuracy": accuracy, "balanced_accuracy": balanced_accuracy, "auc": auc, "sensitivity": sensitivity,
-    "specificity": specificity, "f1": f1, "brier": brier, "ece": ece,
+    "accuracy": accuracy, "balanced_accuracy": balanced_accuracy,
+    "auc": lambda y, p, threshold: auc(y, p),
+    "f1": f1, "sensitivity": sensitivity, "specificity": specificity,
+    "brier": lambda y, p, threshold: brier(y, p), "ece": lambda y, p, threshold: ece(y, p),
 }
 REGRESSION_METRICS: dict[str, Callable[..., float]] = {"mae": mae, "pearson_r": pearson_r, "bias": bias}
 
 
 def binary_metrics(y: Any, p: Any, threshold: float = 0.5) -> dict[str, float]:
-    out = {}
-    for name, fn in BINARY_METRICS.items():
-        out[name] = fn(y, p) if name in ("auc", "brier", "ece") else fn(y, p, threshold)
-    return out
+    return {name: fn(y, p, threshold) for name, fn in BINARY_METRICS.items()}
 
 
 def regression_metrics(y: Any, yhat: Any) -> dict[str, float]:
