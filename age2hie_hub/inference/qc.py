@@ -153,7 +153,7 @@ def _quantiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
     if n_zero * 8 < values.size:
         ranked = np.partition(values, ks)
         return [float(ranked[k]) for k in ks]
-    # Many equal values (the exact zeros of a masked background) make numpy's selection tens of times slower:
+    # Many equal values (the exact zeros of a masked background) make numpy's selection far slower (docs/preprocessing.md):
     # rank the negative and the positive values apart, with the zeros between them. Same result.
     negative, positive = values[values < 0], values[values > 0]
     out = []

@@ -54,8 +54,8 @@ def _scaled_float32(img: nib.Nifti1Image | nib.Nifti2Image) -> np.ndarray:
     """The voxels as float32 times the header's slope plus intercept, as nibabel's ``get_fdata`` gives them.
 
     Integers of up to 16 bits with a float32 slope and no intercept (e.g. IXI's uint8 x 13.9) are scaled in
-    float32: the product of two float32 values is rounded once either way, so the values are the same, and a
-    third of the time of nibabel's float64 scaling. Anything else goes through nibabel.
+    float32: the product of two float32 values is rounded once either way, so the values are the same, in less
+    time than nibabel's float64 scaling (docs/preprocessing.md). Anything else goes through nibabel.
     """
     proxy = img.dataobj
     slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
@@ -85,9 +85,9 @@ def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
 
 
 def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
-    """A .nii.gz decompressed in one pass into memory (a third faster than nibabel's streamed gzip on an IXI
-    T1), no further than the header says the image needs: the header is read and checked (voxel size, size
-    limit) before the voxels are decompressed, so a bomb stops at ``max_bytes``."""
+    """A .nii.gz decompressed in one pass into memory (faster than nibabel's streamed gzip: docs/preprocessing.md),
+    no further than the header says the image needs: the header is read and checked (voxel size, size limit)
+    before the voxels are decompressed, so a bomb stops at ``max_bytes``."""
     try:
         raw = path.read_bytes()
         inflate = zlib.decompressobj(wbits=31)  # gzip framing

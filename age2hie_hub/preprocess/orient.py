@@ -11,7 +11,7 @@ from age2hie_hub.io import Volume
 
 def _orientation(affine: np.ndarray) -> np.ndarray:
     """nibabel's ``io_orientation`` of ``affine`` (read-only), remembered: a scan's orientation is asked for
-    several times on its way to the model, and each answer costs an SVD (~0.4 ms)."""
+    several times on its way to the model, and each answer costs an SVD (docs/preprocessing.md)."""
     return _orientation_of(np.ascontiguousarray(affine, dtype=np.float64).tobytes())
 
 
