@@ -36,6 +36,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -193,11 +194,24 @@ def make_cohorts(work: Path, workers: int, timings: dict[str, float]) -> None:
 
 # ---- 2-4. training ------------------------------------------------------------------------------------------
 
-def _done(run_dir: Path, inputs: dict[str, Any], needed: tuple[str, ...]) -> bool:
+def _done(run_dir: Path, inputs: dict[str, Any], needed: tuple[str, ...], config_type: type | None = None) -> bool:
+    """Whether ``run_dir`` holds a finished step made from ``inputs``. With ``config_type``, the saved config is
+    read back through it first, so that a field renamed since (``_config.renamed_fields``) does not redo a step
+    whose inputs are the same."""
     path = run_dir / INPUTS
     if not path.is_file() or not all((run_dir / n).exists() for n in needed):
         return False
-    return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(inputs))
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if config_type is not None and isinstance(saved.get("config"), dict):
+        from age2hie_hub.train.config import from_dict, to_dict
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                saved["config"] = json.loads(json.dumps(to_dict(from_dict(config_type, saved["config"]))))
+        except (TypeError, ValueError):
+            return False  # a config this version cannot read: not the same inputs
+    return saved == json.loads(json.dumps(inputs))
 
 
 def _record(run_dir: Path, inputs: dict[str, Any]) -> None:
@@ -218,7 +232,7 @@ def train_brain_age(timings: dict[str, float]) -> Path:
     cohort = read_cohort({"task": "regression", **cfg.data})
     run_dir = Path(cfg.run_dir)
     inputs = {"config": to_dict(cfg), "data_manifest_sha256": cohort.sha256}
-    if _done(run_dir, inputs, ("checkpoint/model.safetensors", "metrics.json")):
+    if _done(run_dir, inputs, ("checkpoint/model.safetensors", "metrics.json"), type(cfg)):
         log.info("brain-age: reused %s (same config and data)", run_dir)
     else:
         with _timed(timings, "brain_age_s"):
@@ -252,10 +266,10 @@ def evaluate_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -
     run_dir = Path(cfg.run_dir)
     inputs = {"config": to_dict(cfg), "data_manifest_sha256": read_cohort(cfg.transfer.data).sha256,
               "parent_weights_sha256": parent_sha}
-    if _done(run_dir, inputs, ("metrics.json",)):
+    if _done(run_dir, inputs, ("metrics.json",), type(cfg)):
         log.info("age2hie cross-validation: reused %s", run_dir)
     else:
-        if (run_dir / "results.jsonl").exists() and not _done(run_dir, inputs, ()):
+        if (run_dir / "results.jsonl").exists() and not _done(run_dir, inputs, (), type(cfg)):
             # results.jsonl resumes a grid; rows from other inputs must not be mixed in.
             (run_dir / "results.jsonl").unlink()
         with _timed(timings, "evaluate_s"):
@@ -286,7 +300,7 @@ def train_age2hie(parent: Path, parent_sha: str, timings: dict[str, float]) -> P
     cohort = read_cohort(cfg.data)
     run_dir = Path(cfg.run_dir)
     inputs = {"config": to_dict(cfg), "data_manifest_sha256": cohort.sha256, "parent_weights_sha256": parent_sha}
-    if _done(run_dir, inputs, ("checkpoint/model.safetensors", "metrics.json")):
+    if _done(run_dir, inputs, ("checkpoint/model.safetensors", "metrics.json"), type(cfg)):
         log.info("age2hie: reused %s", run_dir)
         return run_dir
     with _timed(timings, "transfer_s"):

@@ -84,3 +84,24 @@ def test_released_age2hie_step_resolves_its_parent_once(tmp_path, monkeypatch):
     config = json.loads((tmp_path / run_dir / "checkpoint" / "config.json").read_text())
     assert config["provenance"]["parent_weights_sha256"] == sha
     assert config["preprocess"]["intensity"] == "zscore" and config["preprocess"]["shape"] == [12, 12, 12]
+
+
+def test_a_step_saved_before_a_field_rename_is_reused(tmp_path):
+    """build_inputs.json written with TransferConfig's former 'val_fraction' describes the same inputs as today's
+    'test_fraction': the step is reused, not redone; a different value, or no config type to read it with, is not."""
+    from age2hie_hub.train.config import TransferConfig, to_dict
+    from export.build_default_models import INPUTS, _done
+
+    cfg = TransferConfig(test_fraction=0.0)
+    inputs = {"config": to_dict(cfg), "data_manifest_sha256": "a" * 64}
+    old = json.loads(json.dumps(inputs))
+    old["config"]["val_fraction"] = old["config"].pop("test_fraction")
+    (tmp_path / INPUTS).write_text(json.dumps(old))
+    (tmp_path / "metrics.json").write_text("{}")
+    assert _done(tmp_path, inputs, ("metrics.json",), TransferConfig)
+    assert not _done(tmp_path, inputs, ("metrics.json",))  # compared as text, the old name differs
+    changed = {**inputs, "config": to_dict(TransferConfig(test_fraction=0.2))}
+    assert not _done(tmp_path, changed, ("metrics.json",), TransferConfig)
+    old["config"]["no_such_field"] = 1
+    (tmp_path / INPUTS).write_text(json.dumps(old))
+    assert not _done(tmp_path, inputs, ("metrics.json",), TransferConfig)
