@@ -101,7 +101,11 @@ def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
         _check_pixdim(path, header)
         shape = check_shape(path, header.get_data_shape(), header.get_data_dtype().itemsize, max_bytes)
         need = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
-        parts, have = [head], len(head)
+        # Inflated again from the start, now up to what the header needs: one buffer holds the whole image in the
+        # usual single-member file (no joining copy); the header's bytes cost nothing to redo.
+        inflate = zlib.decompressobj(wbits=31)
+        parts = [inflate.decompress(raw, need)]
+        have = len(parts[0])
         while have < need:
             if inflate.eof:  # end of a gzip member: block-gzipped files hold several
                 if not inflate.unused_data:
@@ -118,7 +122,7 @@ def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
             raise fail(path, f"voxel data cannot be read; the file is corrupt or truncated (the header needs "
                              f"{need} bytes, the gzip stream holds {have})")
         image_class = nib.Nifti2Image if header_class is nib.Nifti2Header else nib.Nifti1Image
-        return image_class.from_bytes(b"".join(parts)[:need])
+        return image_class.from_bytes(parts[0] if len(parts) == 1 else b"".join(parts))
     except VolumeReadError:  # the header checks' own messages, unwrapped
         raise
     except (zlib.error, EOFError, ValueError, nib.filebasedimages.ImageFileError,
