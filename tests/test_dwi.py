@@ -261,3 +261,19 @@ def test_sampled_median_of_a_sparse_image_uses_every_voxel():
     assert sampled_median(data) == 25.5
     assert sampled_median(np.zeros((10, 10, 10))) is None
     assert sampled_median(np.full((4, 4, 4), -1.0), "nonzero") == -1.0
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-3, 1.0])
+def test_unit_check_median_is_the_converted_maps_median(scale):
+    """adc_to_mm2s_with_median hands on the median the unit check measured, in mm^2/s: the converted map's own
+    (sampled) median, which prediction's range check would otherwise measure a second time."""
+    from age2hie_hub.dwi.units import adc_to_mm2s_with_median, sampled_median
+
+    rng = np.random.default_rng(8)
+    data = (rng.gamma(3.0, 4e-4, size=(70, 64, 40)) / scale).astype(np.float32)
+    data[:10] = 0.0
+    volume = Volume(np.asfortranarray(data), np.eye(4))
+    out, unit, _, median = adc_to_mm2s_with_median(volume)
+    assert unit == {1e-6: "1e-6mm2/s", 1e-3: "1e-3mm2/s", 1.0: "mm2/s"}[scale]
+    assert median == pytest.approx(sampled_median(out.data), rel=1e-6)
+    assert 5e-4 < median < 3e-3

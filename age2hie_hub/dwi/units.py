@@ -59,6 +59,10 @@ def detect_adc_unit(data: np.ndarray) -> tuple[str, bool]:
     median = sampled_median(data)
     if median is None:
         raise DiffusionError("the ADC map has no positive voxels; its unit cannot be detected")
+    return _unit_of_median(median)
+
+
+def _unit_of_median(median: float) -> tuple[str, bool]:
     lo, hi = PLAUSIBLE_MM2S
     centre = math.sqrt(lo * hi)
     distances = {}
@@ -76,9 +80,18 @@ def adc_to_mm2s(volume: Volume, unit: str | None = None) -> tuple[Volume, str, l
     ``unit``: the stored unit, one of ``"mm2/s"``, ``"1e-3mm2/s"``, ``"1e-6mm2/s"``; ``None`` uses
     ``metadata["units"]`` when it names one of those, else detects it from the value range.
     """
+    return adc_to_mm2s_with_median(volume, unit)[:3]
+
+
+def adc_to_mm2s_with_median(volume: Volume, unit: str | None = None) -> tuple[Volume, str, list[str], float]:
+    """:func:`adc_to_mm2s` and the (sampled) median of the positive voxels in mm^2/s, which the unit check
+    measured anyway (prediction's range check needs it too)."""
     src = volume.source or "<in-memory volume>"
     warnings: list[str] = []
-    detected, confident = detect_adc_unit(volume.data)
+    median = sampled_median(volume.data)
+    if median is None:
+        raise DiffusionError("the ADC map has no positive voxels; its unit cannot be detected")
+    detected, confident = _unit_of_median(median)
     given = unit if unit is not None else volume.metadata.get("units")
     if given is not None and (unit is not None or _known(given)):
         chosen = normalise_unit(given)
@@ -87,7 +100,6 @@ def adc_to_mm2s(volume: Volume, unit: str | None = None) -> tuple[Volume, str, l
     else:
         chosen = detected
         if not confident:
-            median = sampled_median(volume.data)
             warnings.append(f"{src}: ADC unit is ambiguous (median of positive voxels {median:.4g}); assumed "
                             f"{chosen}; pass the unit explicitly if that is wrong")
     for w in warnings:
@@ -95,7 +107,8 @@ def adc_to_mm2s(volume: Volume, unit: str | None = None) -> tuple[Volume, str, l
     factor = ADC_UNITS[chosen]
     out = volume.with_data(volume.data * np.float32(factor), units="mm2/s",
                            warnings=[*volume.metadata.get("warnings", []), *warnings])
-    return out, chosen, warnings
+    # Scaling by a positive factor keeps the median's rank: the converted map's median, without a second pass.
+    return out, chosen, warnings, median * factor
 
 
 def _known(unit: object) -> bool:

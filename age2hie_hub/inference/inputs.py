@@ -86,8 +86,12 @@ def _in_range(value: float, bounds: Any) -> bool:
     return lo <= value <= hi
 
 
-def check_volume(volume: Volume, modality: str, training_range: dict[str, Any], name: str) -> list[str]:
-    """Warnings about a channel that the model may not have seen the like of in training."""
+def check_volume(volume: Volume, modality: str, training_range: dict[str, Any], name: str,
+                 median: float | None = None) -> list[str]:
+    """Warnings about a channel that the model may not have seen the like of in training.
+
+    ``median``: the channel's median (positive voxels for ADC, non-zero ones otherwise) when already measured.
+    """
     warnings: list[str] = []
     spacing = volume.spacing
     bounds = training_range.get("spacing_mm", DEFAULT_SPACING_MM)
@@ -103,7 +107,8 @@ def check_volume(volume: Volume, modality: str, training_range: dict[str, Any], 
         bounds, what = DEFAULT_ADC_MM2S, "the range of brain ADC"
     else:
         return warnings
-    median = sampled_median(volume.data, "positive" if modality in ADC_MODALITIES else "nonzero")
+    if median is None:
+        median = sampled_median(volume.data, "positive" if modality in ADC_MODALITIES else "nonzero")
     if median is None:
         warnings.append(f"{name}: no non-zero voxels; the scan looks empty")
         return warnings
@@ -116,8 +121,10 @@ def check_volume(volume: Volume, modality: str, training_range: dict[str, Any], 
     return warnings
 
 
-def _as_channel(volume: Volume, modality: str, name: str) -> tuple[Volume, str | None, bool, list[str]]:
-    """DWI -> ADC, ADC units -> mm^2/s. Returns (volume, unit found, unit guessed, notes).
+def _as_channel(volume: Volume, modality: str,
+                name: str) -> tuple[Volume, str | None, bool, list[str], float | None]:
+    """DWI -> ADC, ADC units -> mm^2/s. Returns (volume, unit found, unit guessed, notes, median of the positive
+    voxels in mm^2/s as the unit check measured it; None for other modalities).
 
     Warnings (from the reader, ADC computation and unit detection) accumulate in metadata["warnings"].
     """
@@ -133,14 +140,15 @@ def _as_channel(volume: Volume, modality: str, name: str) -> tuple[Volume, str |
         volume = compute_adc(volume)
         notes.append(f"{name}: ADC computed from a {len(bvals) if bvals else '?'}-volume DWI series")
     if modality not in ADC_MODALITIES:
-        return volume, None, False, notes
-    from age2hie_hub.dwi import ADC_UNITS, adc_to_mm2s
+        return volume, None, False, notes, None
+    from age2hie_hub.dwi import ADC_UNITS
+    from age2hie_hub.dwi.units import adc_to_mm2s_with_median
 
     guessed = volume.metadata.get("units") not in ADC_UNITS
-    volume, unit, _ = adc_to_mm2s(volume)
+    volume, unit, _, median = adc_to_mm2s_with_median(volume)
     if unit != "mm2/s":
         notes.append(f"{name}: ADC converted from {unit} to mm2/s{' (unit detected from values)' * guessed}")
-    return volume, unit, guessed, notes
+    return volume, unit, guessed, notes, median
 
 
 def _source(x: Any, volume: Volume) -> str | None:
@@ -161,8 +169,9 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
     input_shape, input_spacing = first.shape, first.spacing
     orientation = orientation_codes(first.affine)
 
-    volume, unit, guessed, notes = _as_channel(first, modalities[0], name)
-    warnings = list(volume.metadata.get("warnings") or ()) + check_volume(volume, modalities[0], training_range, name)
+    volume, unit, guessed, notes, median = _as_channel(first, modalities[0], name)
+    warnings = list(volume.metadata.get("warnings") or ()) + check_volume(volume, modalities[0], training_range, name,
+                                                                          median)
     channels = [volume]
     qc_inputs, qc_names = [(volume, unit)], [name]  # input QC against the training inputs' record
     if len(modalities) > 1:
@@ -174,11 +183,11 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
         second = to_volume(second_channel, "second_channel")
         second_source = _source(second_channel, second)
         second_name = Path(second_source).name if second_source else "second channel"
-        second, second_unit, _, second_notes = _as_channel(second, modalities[1], second_name)
+        second, second_unit, _, second_notes, second_median = _as_channel(second, modalities[1], second_name)
         qc_inputs.append((second, second_unit))
         qc_names.append(second_name)
         warnings += list(second.metadata.get("warnings") or ()) + check_volume(
-            second, modalities[1], training_range, second_name
+            second, modalities[1], training_range, second_name, second_median
         )
         notes += second_notes
         channels.append(second)

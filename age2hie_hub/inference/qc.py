@@ -280,7 +280,7 @@ def read_channels(paths: Sequence[Any], modalities: Sequence[str]) -> list[tuple
     out = []
     for path, modality in zip(paths, modalities):
         volume = to_volume(path, str(path))
-        volume, unit, _, _ = _as_channel(volume, modality, str(path))
+        volume, unit, _, _, _ = _as_channel(volume, modality, str(path))
         out.append((volume, unit))
     return out
 
