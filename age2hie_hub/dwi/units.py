@@ -56,22 +56,23 @@ def sampled_median(data: np.ndarray, keep: str = "positive") -> float | None:
 
 def detect_adc_unit(data: np.ndarray) -> tuple[str, bool]:
     """(unit, confident) from the median of positive finite voxels."""
+    return _median_and_unit(data)[1:]
+
+
+def _median_and_unit(data: np.ndarray) -> tuple[float, str, bool]:
+    """(median of the positive finite voxels, unit, confident)."""
     median = sampled_median(data)
     if median is None:
         raise DiffusionError("the ADC map has no positive voxels; its unit cannot be detected")
-    return _unit_of_median(median)
-
-
-def _unit_of_median(median: float) -> tuple[str, bool]:
     lo, hi = PLAUSIBLE_MM2S
     centre = math.sqrt(lo * hi)
     distances = {}
     for unit, factor in ADC_UNITS.items():
         v = median * factor
         if lo <= v <= hi:
-            return unit, True
+            return median, unit, True
         distances[unit] = abs(math.log10(v / centre))
-    return min(distances, key=distances.get), False
+    return median, min(distances, key=distances.get), False
 
 
 def adc_to_mm2s(volume: Volume, unit: str | None = None) -> tuple[Volume, str, list[str]]:
@@ -88,10 +89,7 @@ def adc_to_mm2s_with_median(volume: Volume, unit: str | None = None) -> tuple[Vo
     measured anyway (prediction's range check needs it too)."""
     src = volume.source or "<in-memory volume>"
     warnings: list[str] = []
-    median = sampled_median(volume.data)
-    if median is None:
-        raise DiffusionError("the ADC map has no positive voxels; its unit cannot be detected")
-    detected, confident = _unit_of_median(median)
+    median, detected, confident = _median_and_unit(volume.data)
     given = unit if unit is not None else volume.metadata.get("units")
     if given is not None and (unit is not None or _known(given)):
         chosen = normalise_unit(given)

@@ -108,9 +108,10 @@ def _finite(volume: Volume, index: int, notes: list[str]) -> Volume:
     data = volume.data
     if data.dtype == np.float32:
         with np.errstate(over="ignore"):  # an overflow is not an error here: the exact count below decides
-            if np.isfinite(np.sum(memory_view(data)[0] if data.ndim == 3 else data)):
-                return volume
-    if data.dtype != np.float32 and np.isfinite(np.sum(data, dtype=np.float64)):
+            total = np.sum(memory_view(data)[0] if data.ndim == 3 else data)
+    else:
+        total = np.sum(data, dtype=np.float64)
+    if np.isfinite(total):
         return volume
     bad = ~np.isfinite(volume.data)
     n_bad = int(np.count_nonzero(bad))

@@ -220,7 +220,8 @@ def resample_array(
     sigmas = sigmas[order]
     axes = aligned_axes(mapping, shape) if interpolation == "linear" else None
     if axes is not None:  # not oblique: per-axis matrix products, same values (preprocess/separable.py)
-        return resample_separable(block, mapping, shape, axes, sigmas, fill=fill,
+        smoothing = [gaussian_matrix(n, float(sg))[0] if sg > 0 else None for n, sg in zip(block.shape, sigmas)]
+        return resample_separable(block, mapping, shape, axes, smoothing, fill=fill,
                                   zero_background=zero_background and bool(sigmas.any()))
     inside = None
     if sigmas.any():

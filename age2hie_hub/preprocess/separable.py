@@ -124,26 +124,23 @@ def _apply(x: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
 
 
 def resample_separable(block: np.ndarray, mapping: np.ndarray, shape: tuple[int, int, int],
-                       axes: tuple[int, int, int], sigmas: np.ndarray, *, fill: float = 0.0,
+                       axes: tuple[int, int, int], smoothing: list[np.ndarray | None], *, fill: float = 0.0,
                        zero_background: bool = False) -> np.ndarray:
     """Linear resampling of C-ordered float32 ``block`` onto a target grid of ``shape`` (float32).
 
-    ``mapping``: target index -> block index, axis-aligned with ``axes`` (:func:`aligned_axes`); ``sigmas``:
-    anti-aliasing Gaussian per block axis (0: none), truncated at 3 sigma, edge voxel repeated.
+    ``mapping``: target index -> block index, axis-aligned with ``axes`` (:func:`aligned_axes`); ``smoothing``:
+    per block axis, the (n x n) anti-aliasing matrix applied before interpolating (None: none).
     ``zero_background``: normalised convolution as in ``resample_array`` (the object's values averaged over
     the object's voxels; output voxels less than half inside the object are ``fill``) when some voxels are 0.
     """
-    from age2hie_hub.preprocess.resample import gaussian_matrix
-
     mapping = np.asarray(mapping, dtype=np.float64)
-    interp, smooth, inside = [], [], []
+    smooth = [None if g is None else np.asarray(g, dtype=np.float64) for g in smoothing]
+    interp, inside = [], []
     for k, j in enumerate(axes):
         positions = mapping[k, j] * np.arange(shape[j], dtype=np.float64) + mapping[k, 3]
         weights, ok = interpolation_matrix(positions, block.shape[k])
         interp.append(weights)
         inside.append(ok)
-        smooth.append(gaussian_matrix(block.shape[k], float(sigmas[k]))[0].astype(np.float64) if sigmas[k] > 0
-                      else None)
 
     nonzero = block != 0 if zero_background else None
     if nonzero is None or nonzero.all():  # no background to leave out: plain smoothing
