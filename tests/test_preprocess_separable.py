@@ -17,10 +17,6 @@ from age2hie_hub.preprocess.resample import resample_array
 from age2hie_hub.preprocess.separable import aligned_axes, interpolation_matrix
 
 
-def assert_close(got, want, rtol, atol):
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
-
-
 def reference(monkeypatch, *args, **kwargs) -> np.ndarray:
     with monkeypatch.context() as m:
         m.setattr(resample_module, "aligned_axes", lambda mapping, shape: None)
@@ -92,7 +88,7 @@ def test_matrix_path_equals_simpleitk(monkeypatch, name, antialias, skull_stripp
     got = resample_array(data, source, target, shape_out, "linear", **kwargs)
     assert calls, "an axis-aligned grid should take the matrix path"
     assert got.shape == expected.shape and got.dtype == np.float32
-    assert_close(got, expected, rtol=1e-5, atol=1e-6 * float(np.abs(expected).max() or 1.0))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * float(np.abs(expected).max() or 1.0))
     # the zero background (padding, outside the object) is exactly zero on both paths
     np.testing.assert_array_equal(got == 0, expected == 0)
 
@@ -106,7 +102,7 @@ def test_fill_value_outside_the_field_of_view(monkeypatch):
     got = resample_array(data, source, target, (20, 20, 20), "linear", fill=-7.0)
     assert (expected == -7.0).any()
     np.testing.assert_array_equal(got == -7.0, expected == -7.0)
-    assert_close(got, expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
 
 
 def test_oblique_maps_are_not_aligned():

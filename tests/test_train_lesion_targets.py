@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train_manifest_bonbid import REAL, link_real_cases
+from test_train_manifest_bonbid import REAL, real_bonbid_copy
 
 from age2hie_hub.io import Volume, read_volume
 from age2hie_hub.io.writer import write_volume
@@ -129,10 +129,7 @@ def test_cli_writes_the_table_and_fails_in_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def bonbid_real(shared_data, tmp_path_factory) -> Path:
-    src = shared_data / "bonbid2023"
-    if not (src / "3LABEL").is_dir():
-        pytest.skip(f"real BONBID-HIE cases not found at {src} (set AGE2HIE_SHARED_DATA to the shared data folder)")
-    return link_real_cases(src, tmp_path_factory.mktemp("bonbid_real"))
+    return real_bonbid_copy(shared_data, tmp_path_factory, "3LABEL")
 
 
 def test_real_cases_burden(bonbid_real, tmp_path):

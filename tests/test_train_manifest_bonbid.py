@@ -33,12 +33,17 @@ def link_real_cases(src: Path, dst: Path, cases=REAL) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module")
-def bonbid_real(shared_data, tmp_path_factory) -> Path:
+def real_bonbid_copy(shared_data: Path, tmp_path_factory, needs: str) -> Path:
+    """link_real_cases from the shared bonbid2023 folder, or a skip naming it when its ``needs`` folder is absent."""
     src = shared_data / "bonbid2023"
-    if not (src / "1ADC_ss").is_dir():
+    if not (src / needs).is_dir():
         pytest.skip(f"real BONBID-HIE cases not found at {src} (set AGE2HIE_SHARED_DATA to the shared data folder)")
     return link_real_cases(src, tmp_path_factory.mktemp("bonbid_real"))
+
+
+@pytest.fixture(scope="module")
+def bonbid_real(shared_data, tmp_path_factory) -> Path:
+    return real_bonbid_copy(shared_data, tmp_path_factory, "1ADC_ss")
 
 
 def test_real_names_subject_ids_and_derived_site(bonbid_real, tmp_path):
