@@ -14,6 +14,21 @@ from age2hie_hub.io import read_volume
 DIM = 40  # byte offset of dim[0..7] (int16) in a NIfTI-1 header
 
 
+@pytest.fixture(autouse=True, params=["isal", "zlib"])
+def inflater(request, monkeypatch):
+    """Every test runs with ISA-L's inflate (the dependency) and with zlib's (the fallback without its wheel)."""
+    import zlib
+
+    from age2hie_hub.io import nifti
+
+    if request.param == "isal":
+        isal_zlib = pytest.importorskip("isal.isal_zlib", reason="isal is not installed")
+        monkeypatch.setattr(nifti, "_inflate", isal_zlib)
+    else:
+        monkeypatch.setattr(nifti, "_inflate", zlib)
+    return request.param
+
+
 def image(nifti2: bool = False, scaled: bool = True, extension: bool = False):
     rng = np.random.default_rng(4)
     data = rng.integers(0, 250, size=(23, 19, 11)).astype(np.uint8)
@@ -68,6 +83,42 @@ def test_size_limit_is_checked_before_the_voxels_are_inflated(tmp_path):
     with pytest.raises(VolumeReadError, match=r"bomb\.nii\.gz: header dimensions \(2000, 2000, 2000\) need .* GiB, "
                                               r"over the limit"):
         read_volume(bomb, max_bytes=1 << 30)
+
+
+@pytest.mark.parametrize("where", ["compressed", "stored"])
+def test_damaged_stream_is_named(tmp_path, where):
+    """Bytes changed inside the compressed voxels: found by the deflate codes or, in stored (uncompressed)
+    blocks, by the member's CRC-32; either inflater's error is named as a damaged file."""
+    path = tmp_path / "scan.nii"
+    nib.save(image(scaled=False) if where == "stored" else nib.Nifti1Image(np.zeros((40, 40, 40), np.uint8),
+                                                                            np.eye(4)), path)
+    packed = bytearray(gzip.compress(path.read_bytes(), compresslevel=0 if where == "stored" else 6))
+    middle = len(packed) // 2
+    packed[middle : middle + 16] = bytes(b ^ 0x5A for b in packed[middle : middle + 16])
+    bad = tmp_path / "damaged.nii.gz"
+    bad.write_bytes(bytes(packed))
+    with pytest.raises(VolumeReadError, match=r"damaged\.nii\.gz: (not a readable NIfTI file \(.+\)|voxel data "
+                                              r"cannot be read; the file is corrupt)"):
+        read_volume(bad)
+
+
+def test_missing_checksum_is_truncation(tmp_path):
+    path = tmp_path / "scan.nii.gz"
+    nib.save(image(scaled=False), path)
+    cut = tmp_path / "nocrc.nii.gz"
+    cut.write_bytes(path.read_bytes()[:-8])  # the trailer: CRC-32 and size
+    with pytest.raises(VolumeReadError, match=r"nocrc\.nii\.gz: the gzip stream is truncated: it ends before its "
+                                              r"checksum"):
+        read_volume(cut)
+
+
+def test_isal_is_the_inflater_when_installed():
+    pytest.importorskip("isal.isal_zlib", reason="isal is not installed")
+    import importlib
+
+    from age2hie_hub.io import nifti
+
+    assert importlib.reload(nifti)._inflate.__name__ == "isal.isal_zlib"
 
 
 def test_gzip_of_something_else_is_named(tmp_path):

@@ -15,7 +15,16 @@ from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io.checks import check_affine, check_shape, check_spacing, fail
 from age2hie_hub.io.sidecars import find_sidecars
 
+try:  # ISA-L's inflate: the same bytes as zlib's, faster (docs/preprocessing.md); zlib where it has no wheel
+    from isal import isal_zlib as _inflate
+except ImportError:  # pragma: no cover - isal is a dependency; this keeps odd platforms reading
+    _inflate = zlib
+
 log = logging.getLogger(__name__)
+
+# Bytes inflated beyond the image to reach a gzip member's checksum (files rarely hold anything after the voxels;
+# when they hold more, the checksum is not reached and not checked).
+_PAST_IMAGE = 1 << 20
 
 # What nibabel and gzip raise on damaged files.
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError,
@@ -88,9 +97,10 @@ def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
     """A .nii.gz decompressed in one pass into memory (faster than nibabel's streamed gzip: docs/preprocessing.md),
     no further than the header says the image needs: the header is read and checked (voxel size, size limit)
     before the voxels are decompressed, so a bomb stops at ``max_bytes``."""
+    lib = _inflate
     try:
         raw = path.read_bytes()
-        inflate = zlib.decompressobj(wbits=31)  # gzip framing
+        inflate = lib.decompressobj(wbits=31)  # gzip framing
         head = inflate.decompress(raw, 540)  # the larger (NIfTI-2) header
         header_class = _header_class(head)
         if header_class is None:
@@ -103,14 +113,14 @@ def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
         need = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
         # Inflated again from the start, now up to what the header needs: one buffer holds the whole image in the
         # usual single-member file (no joining copy); the header's bytes cost nothing to redo.
-        inflate = zlib.decompressobj(wbits=31)
+        inflate = lib.decompressobj(wbits=31)
         parts = [inflate.decompress(raw, need)]
         have = len(parts[0])
         while have < need:
             if inflate.eof:  # end of a gzip member: block-gzipped files hold several
                 if not inflate.unused_data:
                     break
-                pending, inflate = inflate.unused_data, zlib.decompressobj(wbits=31)
+                pending, inflate = inflate.unused_data, lib.decompressobj(wbits=31)
             else:
                 pending = inflate.unconsumed_tail
                 if not pending:  # input used up inside a member: truncated
@@ -121,11 +131,17 @@ def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
         if have < need:
             raise fail(path, f"voxel data cannot be read; the file is corrupt or truncated (the header needs "
                              f"{need} bytes, the gzip stream holds {have})")
+        # A member ends with the CRC-32 of its bytes: inflating on to it (past the image by a little at most) has
+        # the inflater check it, so damage the deflate codes cannot show (in stored blocks) is found too.
+        if not inflate.eof:
+            inflate.decompress(inflate.unconsumed_tail, _PAST_IMAGE)
+            if not inflate.eof and not inflate.unconsumed_tail:
+                raise fail(path, "the gzip stream is truncated: it ends before its checksum")
         image_class = nib.Nifti2Image if header_class is nib.Nifti2Header else nib.Nifti1Image
         return image_class.from_bytes(parts[0] if len(parts) == 1 else b"".join(parts))
     except VolumeReadError:  # the header checks' own messages, unwrapped
         raise
-    except (zlib.error, EOFError, ValueError, nib.filebasedimages.ImageFileError,
+    except (zlib.error, lib.error, EOFError, ValueError, nib.filebasedimages.ImageFileError,
             nib.spatialimages.HeaderDataError) as exc:
         raise fail(path, f"not a readable NIfTI file ({exc})") from exc
     except OSError as exc:
