@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from age2hie_hub.dwi.mask import otsu_threshold, otsu_threshold_fast
+from age2hie_hub.dwi.mask import _count_bytes, otsu_threshold, otsu_threshold_fast
 from age2hie_hub.io import Volume
 from age2hie_hub.preprocess import PreprocessConfig, pipeline, preprocess
 from age2hie_hub.preprocess.crop import memory_view
@@ -67,6 +67,19 @@ def test_otsu_threshold_fast_is_otsu_threshold():
     level = otsu_threshold_fast(bimodal)
     assert 150 < level < 300  # between the two modes
     assert otsu_threshold_fast(bimodal[bimodal > level]) > 300  # negative control: another sample, another level
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 255, 256, 70_001])
+def test_byte_pair_counts_are_bincount(n):
+    rng = np.random.default_rng(n)
+    values = rng.integers(0, 256, n, dtype=np.uint8)
+    if n > 2:
+        values[-1] = 255  # the odd element's own bin, at the top
+    assert np.array_equal(_count_bytes(values), np.bincount(values, minlength=256))
+    if n > 2:  # negative control: a changed byte changes the counts
+        changed = values.copy()
+        changed[0] ^= 1
+        assert not np.array_equal(_count_bytes(changed), np.bincount(values, minlength=256))
 
 
 def test_reflect_smoothing_is_scipys_default_gaussian_filter():

@@ -30,8 +30,19 @@ def otsu_threshold_fast(values: np.ndarray, bins: int = 256) -> float:
     index = np.subtract(values, np.float32(lo))
     index *= np.float32(bins / (hi - lo))
     np.clip(index, 0, bins - 1, out=index)
-    hist = np.bincount(index.astype(np.uint8 if bins <= 256 else np.intp), minlength=bins)
-    return _otsu_of_histogram(hist, np.linspace(lo, hi, bins + 1, dtype=np.float32))  # numpy's edges for float32
+    hist = _count_bytes(index.astype(np.uint8)) if bins <= 256 else np.bincount(index.astype(np.intp), minlength=bins)
+    return _otsu_of_histogram(hist[:bins], np.linspace(lo, hi, bins + 1, dtype=np.float32))  # numpy's edges, float32
+
+
+def _count_bytes(values: np.ndarray) -> np.ndarray:
+    """``np.bincount(values, minlength=256)`` of a C-contiguous uint8 array, counted two bytes at a time: one
+    bincount of half as many uint16 (256 x 256 pair counts) is cheaper than one of every byte."""
+    even = values.size - values.size % 2
+    pairs = np.bincount(values[:even].view(np.uint16), minlength=1 << 16).reshape(256, 256)
+    hist = pairs.sum(axis=0) + pairs.sum(axis=1)  # either byte of a pair: first (low) and second (high)
+    if even < values.size:
+        hist[values[-1]] += 1
+    return hist
 
 
 def _otsu_of_histogram(hist: np.ndarray, edges: np.ndarray) -> float:
