@@ -1,6 +1,6 @@
 """The package's layering, held by test rather than by habit (docs/ARCHITECTURE.md).
 
-    base (errors, _config, _lazy, _atomic, the package root)
+    base (errors, _config, _lazy, _atomic, _threads, _memory, the package root)
     io  ->  dwi, preprocess  ->  models  ->  hub  ->  inference, onnx  ->  cli
     synth uses io;  train uses anything and nothing outside train/ imports it.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "age2hie_hub"
-BASE = {"", "errors", "_config", "_lazy", "_atomic", "__init__"}
+BASE = {"", "errors", "_config", "_lazy", "_atomic", "_threads", "_memory", "__init__"}
 # Rank of each top-level part of the package: a module may import its own part, the base, and lower ranks.
 # `modelcard` is the deprecated alias of hub.card: it sits above the hub, and nothing in the package imports it.
 RANK = {"io": 1, "dwi": 2, "preprocess": 2, "synth": 2, "models": 3, "hub": 4, "modelcard": 5,

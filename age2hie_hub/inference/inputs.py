@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from age2hie_hub._memory import settle_allocator
+from age2hie_hub._threads import beside
 from age2hie_hub.dwi.units import sampled_median
 from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io.volume import Volume
@@ -161,6 +163,7 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
     from age2hie_hub.preprocess import preprocess
     from age2hie_hub.preprocess.orient import orientation_codes
 
+    settle_allocator()  # once per process: scan-sized temporaries reused, not faulted in again for each scan
     modalities = tuple(config.input_modalities)
     training_range = dict(config.training_range or {})
     first = to_volume(x, "input")
@@ -194,11 +197,17 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
     elif second_channel is not None:
         warnings.append(f"{name}: the model takes one channel ({modalities[0]}); the second channel was ignored")
 
+    qc = None
     if getattr(config, "input_qc", None):
         from age2hie_hub.inference.qc import qc_warnings
 
-        warnings += qc_warnings(qc_inputs, config.input_qc, modalities, qc_names)
-    pre = preprocess(channels, config.preprocess)
+        # The QC reads the channels, the preprocessing reads them too: under scan_threads they run side by side.
+        qc = beside(qc_warnings, qc_inputs, config.input_qc, modalities, qc_names)
+    try:
+        pre = preprocess(channels, config.preprocess)
+    finally:
+        if qc is not None:  # a QC error comes first, as it would run first on one thread
+            warnings += qc.result()
     array = np.ascontiguousarray(pre.array, dtype=np.float32)
     return PreparedInput(
         array=array,

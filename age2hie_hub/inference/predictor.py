@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from age2hie_hub._threads import scan_threads
 from age2hie_hub.errors import Age2HieError, CheckpointError
 from age2hie_hub.inference.inputs import PreparedInput, describe, prepare
 from age2hie_hub.inference.prediction import Prediction
@@ -32,6 +33,9 @@ OPENVINO_NEEDS_ONNX = "openvino=True is an ONNX Runtime execution provider: use 
 EXECUTORS = ("thread", "process")
 # Per-scan failures that predict_many reports and moves past; anything else is a bug and propagates.
 INPUT_ERRORS = (Age2HieError, OSError, ValueError, TypeError)
+# Threads one scan's reading and preprocessing may spread over in predict()/prepare() (predict_many spreads
+# scans over its workers instead). Beyond a few, a 1-10 M voxel scan leaves too little to share out.
+SCAN_THREADS = 4
 
 
 class Backend(Protocol):
@@ -214,8 +218,10 @@ class Predictor:
         return self.model_info.synthetic
 
     def prepare(self, x: Any, second_channel: Any = None) -> PreparedInput:
-        """Read, check and preprocess one input exactly as predict() does (torch-free)."""
-        return prepare(x, second_channel, self.config)
+        """Read, check and preprocess one input exactly as predict() does (torch-free), its larger pieces spread
+        over up to SCAN_THREADS of the cores (same values)."""
+        with scan_threads(SCAN_THREADS):
+            return prepare(x, second_channel, self.config)
 
     def predict(self, x: Any, *, second_channel: Any = None) -> Prediction:
         """Predict one scan; `second_channel` is the Z-ADC (or other) volume of a 2-channel model."""

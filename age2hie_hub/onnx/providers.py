@@ -17,6 +17,8 @@ import logging
 import os
 from typing import Any
 
+from age2hie_hub._threads import usable_cores
+
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -44,10 +46,7 @@ def cuda_device_count() -> int:
 
 def physical_cores() -> int:
     """Cores this process may use (affinity-aware); ONNX Runtime's default can oversubscribe containers."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 @functools.lru_cache(maxsize=1)

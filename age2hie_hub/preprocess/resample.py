@@ -33,6 +33,7 @@ import functools
 import numpy as np
 import SimpleITK as sitk
 
+from age2hie_hub._threads import allowed_threads, run_all, split
 from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io import Volume
 from age2hie_hub.preprocess.separable import aligned_axes, resample_separable
@@ -51,6 +52,7 @@ _TRUNCATE = 3.0
 # chunk + 2 x radius input rows, so the work is about (chunk + 2 radius) / (2 radius + 1) times the taps'.
 _CHUNK = 16
 _SLAB = 1 << 19  # voxels per slab of the smoothing (2 MiB of float32): fewer products than thin slabs, cached
+_LEAST_ROWS = 8  # rows of the slab axis per thread's part, at least
 
 
 def check_interpolation(interpolation: str) -> None:
@@ -136,28 +138,37 @@ def gaussian_smooth(x: np.ndarray, sigmas, truncate: float = _TRUNCATE, mode: st
     accumulates in float64).
 
     The copy is smoothed in place, slab by slab with slab-sized temporaries: whole-block intermediates cost
-    more in fresh memory (page faults) than the arithmetic on a BONBID-sized block.
+    more in fresh memory (page faults) than the arithmetic on a BONBID-sized block. Inside
+    ``_threads.scan_threads(n)`` each pass's slabs are shared out between up to n threads: the same values, as
+    no slab's products depend on another's.
     """
     x = np.array(x, dtype=np.float32, order="C", copy=True)
     if x.ndim != 3:
         raise ValueError(f"gaussian_smooth needs a 3D array, got shape {x.shape}")
     a, b, c = x.shape
     kernel = {"truncate": float(truncate), "mode": mode}
-    if sigmas[0] > 0:  # along axis 0, slabs across axis 1
-        rows = max(1, _SLAB // (a * c))
-        for b0 in range(0, b, rows):
-            slab = x[:, b0 : b0 + rows, :]
+    parts = allowed_threads()  # one part per thread: finer parts measured slower (task overheads)
+    rows_0, rows_12 = max(1, _SLAB // (a * c)), max(1, _SLAB // (b * c))
+
+    def along_0(b0: int, b1: int) -> None:  # along axis 0, slabs across axis 1
+        for s0 in range(b0, b1, rows_0):
+            slab = x[:, s0 : min(b1, s0 + rows_0), :]
             slab[...] = _smooth_axis(slab, float(sigmas[0]), 0, **kernel)
-    if sigmas[1] > 0 or sigmas[2] > 0:  # within planes, slabs across axis 0
-        rows = max(1, _SLAB // (b * c))
-        for a0 in range(0, a, rows):
-            slab = x[a0 : a0 + rows]
+
+    def in_planes(a0: int, a1: int) -> None:  # along axes 1 and 2, slabs across axis 0
+        for s0 in range(a0, a1, rows_12):
+            slab = x[s0 : min(a1, s0 + rows_12)]
             if sigmas[1] > 0 and sigmas[2] > 0:
                 _smooth_axis(_smooth_axis(slab, float(sigmas[1]), 1, **kernel), float(sigmas[2]), 2, out=slab,
                              **kernel)
             else:
                 axis = 1 if sigmas[1] > 0 else 2
                 slab[...] = _smooth_axis(slab, float(sigmas[axis]), axis, **kernel)
+
+    if sigmas[0] > 0:
+        run_all([functools.partial(along_0, *r) for r in split(b, parts, least=_LEAST_ROWS)])
+    if sigmas[1] > 0 or sigmas[2] > 0:
+        run_all([functools.partial(in_planes, *r) for r in split(a, parts, least=_LEAST_ROWS)])
     return x
 
 
@@ -237,8 +248,8 @@ def resample_array(
             # Normalised convolution: the object's values averaged over the object's voxels only.
             inside = nonzero.astype(np.float32)
             if region is not None:  # else the block is all 0, and so is its average
-                weight = gaussian_smooth(inside[region], sigmas)
-                smoothed = gaussian_smooth(block[region], sigmas)
+                weight, smoothed = run_all([functools.partial(gaussian_smooth, inside[region], sigmas),
+                                            functools.partial(gaussian_smooth, block[region], sigmas)])
                 outside = weight <= 1e-3
                 np.divide(smoothed, weight, out=smoothed, where=~outside)
                 smoothed[outside] = 0.0

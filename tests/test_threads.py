@@ -1,0 +1,199 @@
+"""One scan's work on a few threads (_threads), and glibc keeping scan-sized blocks (_memory): same values,
+errors kept, no nesting."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from age2hie_hub import _threads
+from age2hie_hub._memory import glibc
+from age2hie_hub._threads import allowed_threads, beside, run_all, scan_threads, split, usable_cores
+
+two_cores = pytest.mark.skipif(usable_cores() < 2, reason="needs 2 usable cores")
+
+
+def test_one_thread_unless_asked_and_never_nested():
+    assert allowed_threads() == 1
+    with scan_threads(64):
+        assert allowed_threads() == usable_cores()  # never more than the cores
+        with scan_threads(1):
+            assert allowed_threads() == 1
+        assert allowed_threads() == usable_cores()
+        # Work started from here runs with the default: it does not spread again.
+        assert beside(allowed_threads).result() == 1
+    assert allowed_threads() == 1
+
+
+def test_beside_runs_now_on_one_thread_and_hands_back_errors():
+    here = threading.get_ident()
+    assert beside(threading.get_ident).result() == here
+    failed = beside(int, "not a number")
+    with pytest.raises(ValueError, match="not a number"):
+        failed.result()
+
+
+@two_cores
+def test_beside_runs_on_another_thread_when_allowed():
+    with scan_threads(2):
+        assert beside(threading.get_ident).result() != threading.get_ident()
+        with pytest.raises(ValueError):
+            beside(int, "x").result()
+
+
+@two_cores
+def test_run_all_runs_side_by_side():
+    """Both tasks wait for each other: this only finishes when they run at the same time."""
+    barrier = threading.Barrier(2, timeout=10)
+
+    def task(value):
+        barrier.wait()
+        return value
+
+    with scan_threads(2):
+        assert run_all([lambda: task("a"), lambda: task("b")]) == ["a", "b"]
+
+
+def test_run_all_in_order_on_the_calling_thread_by_default():
+    order = []
+    assert run_all([lambda i=i: order.append(i) or i * i for i in range(4)]) == [0, 1, 4, 9]
+    assert order == [0, 1, 2, 3]
+
+
+@two_cores
+def test_run_all_does_queued_tasks_itself_when_the_pool_is_busy():
+    """With the pool's thread held by work put beside, the calling thread does every part instead of waiting."""
+    release = threading.Event()
+    with scan_threads(2):
+        busy = [beside(release.wait, 10) for _ in range(usable_cores() - 1)]
+        here = threading.get_ident()
+        ran_on = run_all([threading.get_ident for _ in range(3)])
+        release.set()
+        [b.result() for b in busy]
+    assert ran_on == [here] * 3
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_run_all_raises_the_first_error_once_no_task_runs(threads):
+    finished = []
+
+    def ok(i):
+        finished.append(i)
+        return i
+
+    def bad(message):
+        raise RuntimeError(message)
+
+    with scan_threads(threads):
+        with pytest.raises(RuntimeError, match="second"):
+            run_all([lambda: ok(0), lambda: bad("second"), lambda: ok(2), lambda: bad("fourth")])
+        assert sorted(finished) == ([0, 2] if allowed_threads() > 1 else [0])  # on one thread: stops there
+
+
+def test_split_covers_the_range_in_pieces_of_at_least_least():
+    assert split(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert split(10, 4, least=4) == [(0, 5), (5, 10)]
+    assert split(3, 4, least=8) == [(0, 3)]  # too small to share out
+    assert split(0, 2) == [(0, 0)]
+
+
+@pytest.mark.parametrize("sigmas, mode", [((1.0, 1.0, 1.0), "reflect"), ((1.3, 0.0, 0.8), "nearest"),
+                                          ((0.0, 2.0, 0.0), "nearest")])
+def test_gaussian_on_threads_is_the_gaussian_on_one(sigmas, mode):
+    from age2hie_hub.preprocess.resample import gaussian_smooth
+
+    x = np.random.default_rng(3).random((70, 90, 41), dtype=np.float32)
+    one = gaussian_smooth(x, sigmas, mode=mode)
+    with scan_threads(4):
+        assert np.array_equal(gaussian_smooth(x, sigmas, mode=mode), one)
+    assert not np.array_equal(gaussian_smooth(x[::-1], sigmas, mode=mode)[::-1], x)  # it does smooth
+
+
+_FAULTS = r"""
+import resource, sys
+import numpy as np
+from age2hie_hub._memory import settle_allocator
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):  # scan-sized temporaries, written and freed
+        a = np.ones(5 << 20, np.uint8); b = np.ones(3 << 20, np.uint8); del a, b
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+first = faults()
+assert settle_allocator() and settle_allocator()
+print(first, faults())
+"""
+
+
+@pytest.mark.skipif(not glibc(), reason="the allocator rule is glibc's")
+def test_scan_sized_blocks_stop_faulting_after_settle_allocator():
+    out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, check=True).stdout
+    before, after = map(int, out.split())
+    assert before > 1000  # fresh pages for every block: 5 x 8 MiB
+    assert after < before / 10
+
+
+@pytest.fixture(scope="module")
+def brain_age_config():
+    from age2hie_hub.hub import read_config
+    from age2hie_hub.hub.resolve import resolve_checkpoint
+
+    config = read_config(resolve_checkpoint("brain-age").folder)  # bundled with the package
+    assert config.input_qc and config.preprocess.crop == "brain"  # QC beside an Otsu/brain crop preprocessing
+    return config
+
+
+def _head(seed: int):
+    from age2hie_hub.io import Volume
+
+    rng = np.random.default_rng(seed)
+    g = np.indices((90, 120, 120), dtype=np.float32)
+    inside = ((g[0] - 40) / 34) ** 2 + ((g[1] - 60) / 48) ** 2 + ((g[2] - 62) / 40) ** 2 < 1
+    data = np.where(inside, 90 + 20 * rng.standard_normal(inside.shape), 2 * rng.random(inside.shape))
+    affine = np.array([[0, 0, 2.0, -120], [2.0, 0, 0, -130], [0, 2.0, 0, -80], [0, 0, 0, 1]])
+    return Volume(np.asfortranarray(data.astype(np.float32)), affine, {"source": f"head{seed}.nii.gz"})
+
+
+def _same_prepared_on_threads(scan, config) -> None:
+    from age2hie_hub.inference.inputs import prepare
+
+    one = prepare(scan, None, config)
+    with scan_threads(2):
+        spread = prepare(scan, None, config)
+    assert np.array_equal(spread.array, one.array)
+    assert spread.warnings == one.warnings and spread.notes == one.notes
+
+
+def test_prepare_on_threads_is_prepare_on_one(brain_age_config):
+    _same_prepared_on_threads(_head(1), brain_age_config)
+
+
+def test_prepare_on_threads_is_prepare_on_one_real_t1(brain_age_config, shared_data):
+    scans = sorted((shared_data / "ixi_t1").glob("sub-*/anat/*_T1w.nii.gz"))[:2]
+    if not scans:
+        pytest.skip(f"no IXI T1 under {shared_data / 'ixi_t1'}")
+    for scan in scans:
+        _same_prepared_on_threads(scan, brain_age_config)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_qc_error_comes_first_as_on_one_thread(brain_age_config, monkeypatch, threads):
+    import age2hie_hub.inference.qc as qc
+    import age2hie_hub.preprocess as preprocess
+
+    def qc_broke(*args):
+        raise RuntimeError("qc broke")
+
+    def preprocess_broke(*args):
+        raise ValueError("preprocess broke")
+
+    from age2hie_hub.inference.inputs import prepare
+
+    monkeypatch.setattr(qc, "qc_warnings", qc_broke)
+    monkeypatch.setattr(preprocess, "preprocess", preprocess_broke)
+    with scan_threads(threads), pytest.raises(RuntimeError, match="qc broke"):
+        prepare(_head(2), None, brain_age_config)
