@@ -23,7 +23,8 @@ Rows (ratio = MONAI time / our time; above 1 we are faster):
 - ADC crop + normalise (first --n-crop scans): from the volume in RAS (ours: at its own resolution; MONAI: after Spacingd), the
   foreground box, the crop to the model's box and the intensity normalisation (ours: the mask, the box and the
   output grid, then the z-score on the resampled box; resampling is in neither).
-- ADC preprocess in memory: everything after reading (reorient, resample, crop, normalise).
+- ADC preprocess in memory: everything after reading (reorient, resample, crop, normalise); ours on the
+  threads predict() gives one scan (`_threads.scan_threads(SCAN_THREADS)`), MONAI's on torch's threads.
 - throughput: every ADC scan, predict_many(batch_size=8) against a MONAI DataLoader (batch 8, 2 workers).
 - cold CLI: a fresh process predicting one ADC scan (`age2hie-predict SCAN --backend ...`) against a fresh
   process that imports MONAI, builds the transforms and the network and predicts the same scan.
@@ -213,8 +214,10 @@ def warm_predict(name: str, backend: str, scans: list[str], repeats: int) -> tup
 
 def crop_rows(scans: list[str], repeats: int, model: str = ADC_MODEL) -> tuple[tuple[float, float], tuple[float, float]]:
     """((ours, MONAI) ms for crop + normalise, (ours, MONAI) ms for the whole preprocessing in memory)."""
+    from age2hie_hub._threads import scan_threads
     from age2hie_hub.dwi import adc_to_mm2s
     from age2hie_hub.hub import read_config
+    from age2hie_hub.inference.predictor import SCAN_THREADS
     from age2hie_hub.hub.resolve import resolve_checkpoint
     from age2hie_hub.io import read_volume
     from age2hie_hub.preprocess import preprocess, reorient_to_ras
@@ -229,6 +232,10 @@ def crop_rows(scans: list[str], repeats: int, model: str = ADC_MODEL) -> tuple[t
         for s in monai_steps(pre, reader_for(scans[0]))
     )
     level = pre.foreground_threshold
+
+    def prepare_in_memory(volume, pre):
+        with scan_threads(SCAN_THREADS):  # as Predictor.predict/prepare run it
+            return preprocess(volume, pre)
 
     def ours_crop_normalise(ras, resampled) -> None:
         mask, _ = _foreground(ras.data, pre, [])  # the pipeline's own step (threshold or Otsu, in memory order)
@@ -250,7 +257,7 @@ def crop_rows(scans: list[str], repeats: int, model: str = ADC_MODEL) -> tuple[t
             for key, fn in (
                 ("ours_crop", lambda: ours_crop_normalise(ras, resampled)),
                 ("monai_crop", lambda: crop(dict(spaced))),
-                ("ours_pre", lambda: preprocess(volume, pre)),
+                ("ours_pre", lambda: prepare_in_memory(volume, pre)),
                 ("monai_pre", lambda: crop(geometry(dict(loaded)))),
             ):
                 start = time.perf_counter()
