@@ -178,3 +178,22 @@ def test_features_of_float32_and_float64_data_agree():
     single = channel_features(Volume(data, np.diag([2.0, 2.0, 2.0, 1.0])), "ADC", "mm2/s")
     double = channel_features(Volume(data.astype(np.float64), np.diag([2.0, 2.0, 2.0, 1.0])), "ADC", "mm2/s")
     assert single == double
+
+
+def test_moments_and_profiles_equal_their_plain_definitions():
+    """The skewness (central moments as dot products) and the extent's per-axis voxel counts (from one plane)
+    equal the textbook forms: mean(((x - mean) / sd) ** 3) and a sum over the two other axes."""
+    from age2hie_hub.inference.qc import _profiles
+
+    rng = np.random.default_rng(13)
+    data = (rng.gamma(1.5, 300.0, size=(30, 41, 23)) * (rng.random((30, 41, 23)) < 0.7)).astype(np.float32)
+    features = channel_features(Volume(data, np.diag([4.0, 4.0, 4.0, 1.0])), "T1")  # coarse: every voxel sampled
+    top = np.sort(np.abs(data).ravel())[int(0.99 * (data.size - 1))]
+    values = data[np.abs(data) > np.float64(0.1 * top)].astype(np.float64)  # FOREGROUND_FRACTION's share
+    plain = np.mean(((values - values.mean()) / values.std()) ** 3)
+    assert features["skewness"] == pytest.approx(plain, rel=1e-12)
+    assert abs(features["skewness"]) > 0.1  # a skewed sample: the check is not 0 == 0
+
+    mask = rng.random((17, 29, 11)) < 0.3
+    for axis, counts in enumerate(_profiles(mask)):
+        assert np.array_equal(counts, mask.sum(axis=tuple(a for a in range(3) if a != axis)))

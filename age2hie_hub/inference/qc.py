@@ -127,16 +127,19 @@ def channel_features(volume: Volume, modality: str, unit: str | None = None) -> 
     values = sub[fg]
     p05, median, p95 = _quantiles(values, (0.05, 0.5, 0.95))
     out["foreground_ml"] = float(fg.sum()) * voxel_ml
-    out["extent_mm"] = max(_extent(fg, axis) * step[axis] * spacing[axis] for axis in range(3))
+    out["extent_mm"] = max(_extent(counts) * step[axis] * spacing[axis] for axis, counts in enumerate(_profiles(fg)))
     out["zero_fraction"] = float(np.mean(sub == 0))
     outside = absval[~fg]
     out["background_ratio"] = float(_quantile(outside, 0.9) / abs(median)) if outside.size and median else 0.0
     if median > 0:
         out["p95_over_median"] = float(p95 / median)
         out["p05_over_median"] = float(max(p05, 0.0) / median) if p05 > 0 else 0.0
-    values = values.astype(np.float64)
-    sd = float(values.std())
-    out["skewness"] = float(np.mean(((values - values.mean()) / sd) ** 3)) if sd > 0 else 0.0
+    # Central moments in float64: the third as (d*d) . d, not a mean of (d/sd)**3 (numpy's power of 3 is ~5x the
+    # cost of the rest of the QC); the same value to float64 rounding.
+    centred = values.astype(np.float64)
+    centred -= centred.mean()
+    m2 = float(centred @ centred) / centred.size
+    out["skewness"] = float((centred * centred) @ centred / centred.size / m2**1.5) if m2 > 0 else 0.0
     out["median_value"] = median
     return out
 
@@ -168,9 +171,17 @@ def _quantiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
     return out
 
 
-def _extent(mask: np.ndarray, axis: int) -> float:
-    """Voxels between the 1st and 99th percentile of the mask's coordinates along ``axis`` (inclusive)."""
-    counts = mask.sum(axis=tuple(a for a in range(mask.ndim) if a != axis))
+def _profiles(mask: np.ndarray) -> list[np.ndarray]:
+    """The number of True voxels of a C-ordered 3D mask at each index of each axis: from one reduction of the
+    whole mask to a plane (as bytes, in int32), the others from that plane."""
+    planes = np.add.reduce(mask.view(np.uint8), axis=0, dtype=np.int32)  # (axis 1, axis 2), rows added in order
+    along_0 = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
+    return [along_0, planes.sum(axis=1, dtype=np.int64), planes.sum(axis=0, dtype=np.int64)]
+
+
+def _extent(counts: np.ndarray) -> float:
+    """Voxels between the 1st and 99th percentile of a mask's coordinates along an axis (inclusive), from its
+    voxel counts at each index of that axis."""
     cum = np.cumsum(counts) / max(int(counts.sum()), 1)
     lo = int(np.searchsorted(cum, LOW_PCT / 100.0))
     hi = int(np.searchsorted(cum, HIGH_PCT / 100.0))
