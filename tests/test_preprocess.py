@@ -831,6 +831,37 @@ def test_foreground_bounds_and_anchor_do_not_depend_on_memory_layout(make_affine
     assert general.ap_extent == pytest.approx(anchor.ap_extent, abs=1e-6)
 
 
+@pytest.mark.parametrize("empty", [False, True])
+def test_mask_geometry_gives_both_from_the_anchors_counts(empty):
+    """After the anchor, the box comes from the anchor's two planes of counts: the same box as the direct
+    passes, in every layout, and an empty mask has neither."""
+    from age2hie_hub.preprocess.crop import MaskGeometry, brain_anchor, foreground_bounds
+
+    rng = np.random.default_rng(5)
+    mask = np.zeros((30, 26, 12), bool)
+    if not empty:
+        mask[4:25, 3:20, 2:10] = rng.random((21, 17, 8)) > 0.6
+        mask[0, 25, 11] = True  # a corner voxel: every axis' extreme
+    # P-S-R storage of an RAS grid (IXI's layout), with flips
+    affine = np.array([[0, 0, -2.0, 60], [-2.0, 0, 0, 50], [0, 2.0, 0, -40], [0, 0, 0, 1]])
+    for arr in (mask, np.asfortranarray(mask), mask[::-1, ::-1]):
+        aff = affine.copy()
+        if arr.strides[0] < 0:  # the flipped view, placed where the voxels are
+            aff[:3, 3] += affine[:3, 0] * 29 + affine[:3, 1] * 25
+            aff[:3, :2] *= -1
+        geometry = MaskGeometry(arr, aff)
+        anchor = geometry.brain_anchor()
+        box = geometry.bounds()
+        assert len(geometry._planes) == 2 or empty
+        if empty:
+            assert anchor is None and box is None and foreground_bounds(arr, aff) is None
+            continue
+        direct = foreground_bounds(arr, aff)
+        np.testing.assert_array_equal(box[0], direct[0])
+        np.testing.assert_array_equal(box[1], direct[1])
+        np.testing.assert_array_equal(anchor.point, brain_anchor(arr, aff).point)
+
+
 def test_cut_off_message_says_which_side_and_how_far_when_the_box_is_snapped_to_the_grid():
     """A 97 mm foreground in a 98 mm box (14 voxels of 7 mm) can stick out: the box is centred to a voxel."""
     data = np.zeros((120, 40, 40), np.float32)

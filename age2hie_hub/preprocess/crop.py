@@ -85,31 +85,124 @@ def memory_view(array: np.ndarray):
     return view, undo
 
 
-def foreground_bounds(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """World bounding box (min, max, mm) of the centres of the True voxels; None when there are none."""
-    mask, affine = storage_order(mask, affine)
-    rot = affine[:3, :3]
-    if np.count_nonzero(rot) == 3:  # axis-aligned (permuted/flipped) grid: the index box maps onto the world box
-        # Two passes over the volume (along k, then over i*j rows), then only 2D work.
-        rows = mask.any(axis=2)
-        ks = np.flatnonzero(mask.reshape(-1, mask.shape[2]).any(axis=0))
+class MaskGeometry:
+    """Where a mask's True voxels lie in the world: their bounding box and crop "brain"'s anchor, measured on
+    the mask in memory order (:func:`storage_order`). On an axis-aligned grid both come from per-axis voxel
+    counts, and the two planes of counts the anchor sums (over its R and over its A index axis) also give the
+    bounding box, so asking for both reads the mask twice instead of five times."""
+
+    def __init__(self, mask: np.ndarray, affine: np.ndarray) -> None:
+        self.mask, self.affine = storage_order(mask, affine)
+        self.aligned = np.count_nonzero(self.affine[:3, :3]) == 3  # each index axis along one world axis
+        self._planes: dict[int, np.ndarray] = {}
+
+    def _plane(self, axis: int) -> np.ndarray:
+        """Voxel counts summed over index ``axis`` (the other two axes kept), once per axis."""
+        if axis not in self._planes:
+            dtype = np.int16 if self.mask.shape[axis] < 1 << 15 else np.int32  # the largest count fits
+            self._planes[axis] = np.add.reduce(self.mask.view(np.uint8), axis=axis, dtype=dtype)
+        return self._planes[axis]
+
+    def _per_axis(self, axis: int) -> np.ndarray | None:
+        """Voxel counts at each index of ``axis``, from a plane already summed (None when there is none)."""
+        for summed, plane in self._planes.items():
+            if summed != axis:
+                return _reduce_plane(plane, summed, axis)
+        return None
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """World bounding box (min, max, mm) of the centres of the True voxels; None when there are none."""
+        mask, affine = self.mask, self.affine
+        rot = affine[:3, :3]
+        if self.aligned and len(self._planes) >= 2:  # the anchor's counts: every axis is in one of them
+            hits = [np.flatnonzero(self._per_axis(a)) for a in range(3)]
+            if hits[0].size == 0:
+                return None
+            box = (np.array([h[0] for h in hits], np.float64), np.array([h[-1] for h in hits], np.float64))
+            corners = np.array(np.meshgrid(*zip(*box), indexing="ij")).reshape(3, -1)
+        elif self.aligned:  # the index box maps onto the world box
+            # Two passes over the volume (along k, then over i*j rows), then only 2D work.
+            rows = mask.any(axis=2)
+            ks = np.flatnonzero(mask.reshape(-1, mask.shape[2]).any(axis=0))
+            if ks.size == 0:
+                return None
+            i_s, j_s = np.flatnonzero(rows.any(axis=1)), np.flatnonzero(rows.any(axis=0))
+            box = np.array([i_s[0], j_s[0], ks[0]], np.float64), np.array([i_s[-1], j_s[-1], ks[-1]], np.float64)
+            corners = np.array(np.meshgrid(*zip(*box), indexing="ij")).reshape(3, -1)
+        else:
+            # Oblique: the world box of the index box would be too large. A linear function's extremes along each
+            # k-line lie at the line's first or last foreground voxel, so those (<= 2*X*Y points) suffice.
+            rows = mask.any(axis=2)
+            if not rows.any():
+                return None
+            first = np.argmax(mask, axis=2)[rows]
+            last = mask.shape[2] - 1 - np.argmax(mask[:, :, ::-1], axis=2)[rows]
+            i, j = np.nonzero(rows)
+            corners = np.array([np.r_[i, i], np.r_[j, j], np.r_[first, last]], dtype=np.float64)
+        world = rot @ corners + affine[:3, 3:4]
+        return world.min(axis=1), world.max(axis=1)
+
+    def brain_anchor(self, slab_mm: float = BRAIN_SLAB_MM) -> BrainAnchor | None:
+        """See :func:`brain_anchor`."""
+        mask, affine = self.mask, self.affine
+        if self.aligned:
+            return self._brain_anchor_aligned(slab_mm)
+        idx = np.nonzero(mask)
+        if idx[0].size == 0:
+            return None
+        s = affine[2, :3] @ np.asarray(idx, dtype=np.float64) + affine[2, 3]
+        top = float(s.max())
+        slab = s >= top - slab_mm
+        ijk = np.asarray([i[slab] for i in idx], dtype=np.float64)
+        ra = affine[:2, :3] @ ijk + affine[:2, 3:4]
+        point = np.array([ra[0].mean(), ra[1].mean(), top])
+        return BrainAnchor(point=point, ap_extent=float(np.ptp(ra[1])),
+                           r_range=(float(ra[0].min()), float(ra[0].max())))
+
+    def _brain_anchor_aligned(self, slab_mm: float) -> BrainAnchor | None:
+        """The anchor from two planes of counts: over the R index axis (S x A counts) and over the A one (S x R)."""
+        affine = self.affine
+        axis_of = [int(np.flatnonzero(affine[w, :3])[0]) for w in range(3)]  # index axis along R, A, S
+
+        def world(w: int, index: np.ndarray) -> np.ndarray:
+            return affine[w, axis_of[w]] * index + affine[w, 3]
+
+        a_s = axis_of[2]
+        # counts[w]: (S index, index along world axis w) voxel counts, w = R (0) and A (1)
+        counts = [_keep_order(self._plane(axis_of[1 - w]), axis_of[1 - w], a_s) for w in (0, 1)]
+        per_s = counts[0].sum(axis=1, dtype=np.int64)
+        ks = np.flatnonzero(per_s)
         if ks.size == 0:
             return None
-        i_s, j_s = np.flatnonzero(rows.any(axis=1)), np.flatnonzero(rows.any(axis=0))
-        box = np.array([i_s[0], j_s[0], ks[0]], np.float64), np.array([i_s[-1], j_s[-1], ks[-1]], np.float64)
-        corners = np.array(np.meshgrid(*zip(*box), indexing="ij")).reshape(3, -1)
-    else:
-        # Oblique: the world box of the index box would be too large. A linear function's extremes along each
-        # k-line lie at the line's first or last foreground voxel, so those (<= 2*X*Y points) suffice.
-        rows = mask.any(axis=2)
-        if not rows.any():
-            return None
-        first = np.argmax(mask, axis=2)[rows]
-        last = mask.shape[2] - 1 - np.argmax(mask[:, :, ::-1], axis=2)[rows]
-        i, j = np.nonzero(rows)
-        corners = np.array([np.r_[i, i], np.r_[j, j], np.r_[first, last]], dtype=np.float64)
-    world = rot @ corners + affine[:3, 3:4]
-    return world.min(axis=1), world.max(axis=1)
+        s_of = world(2, ks.astype(np.float64))
+        top = float(s_of.max())
+        keep = ks[s_of >= top - slab_mm]  # the slab's slices
+        centre, extent = [], []
+        for w in (0, 1):
+            along = counts[w][keep].sum(axis=0, dtype=np.int64)
+            coords = world(w, np.arange(along.size, dtype=np.float64))
+            centre.append(float(along @ coords / along.sum()))
+            used = coords[along > 0]
+            extent.append((float(used.min()), float(used.max())))
+        return BrainAnchor(point=np.array([centre[0], centre[1], top]), ap_extent=extent[1][1] - extent[1][0],
+                           r_range=extent[0])
+
+
+def _keep_order(plane: np.ndarray, summed: int, first: int) -> np.ndarray:
+    """A plane of counts summed over index axis ``summed``, laid out with index axis ``first`` as its rows."""
+    kept = [a for a in range(3) if a != summed]
+    return plane if kept[0] == first else plane.T
+
+
+def _reduce_plane(plane: np.ndarray, summed: int, axis: int) -> np.ndarray:
+    """Counts at each index of ``axis`` from a plane summed over ``summed`` (``axis`` one of the two it keeps)."""
+    kept = [a for a in range(3) if a != summed]
+    return plane.sum(axis=1 - kept.index(axis), dtype=np.int64)
+
+
+def foreground_bounds(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """World bounding box (min, max, mm) of the centres of the True voxels; None when there are none."""
+    return MaskGeometry(mask, affine).bounds()
 
 
 @dataclass(frozen=True)
@@ -127,50 +220,7 @@ def brain_anchor(mask: np.ndarray, affine: np.ndarray, slab_mm: float = BRAIN_SL
     On a whole-head mask the top is the vertex and the slab is the cranium, so the neck and face below do not
     move the anchor; None when the mask is empty.
     """
-    mask, affine = storage_order(mask, affine)
-    rot = affine[:3, :3]
-    if np.count_nonzero(rot) == 3:  # axis-aligned (permuted/flipped): projections instead of every voxel
-        return _brain_anchor_aligned(mask, affine, slab_mm)
-    idx = np.nonzero(mask)
-    if idx[0].size == 0:
-        return None
-    s = affine[2, :3] @ np.asarray(idx, dtype=np.float64) + affine[2, 3]
-    top = float(s.max())
-    slab = s >= top - slab_mm
-    ijk = np.asarray([i[slab] for i in idx], dtype=np.float64)
-    ra = affine[:2, :3] @ ijk + affine[:2, 3:4]
-    point = np.array([ra[0].mean(), ra[1].mean(), top])
-    return BrainAnchor(point=point, ap_extent=float(np.ptp(ra[1])), r_range=(float(ra[0].min()), float(ra[0].max())))
-
-
-def _brain_anchor_aligned(mask: np.ndarray, affine: np.ndarray, slab_mm: float) -> BrainAnchor | None:
-    """brain_anchor on a grid whose index axes each run along one world axis: per-axis voxel counts suffice."""
-    axis_of = [int(np.flatnonzero(affine[w, :3])[0]) for w in range(3)]  # index axis along R, A, S
-
-    def world(w: int, index: np.ndarray) -> np.ndarray:
-        return affine[w, axis_of[w]] * index + affine[w, 3]
-
-    a_s = axis_of[2]
-    others = tuple(a for a in range(3) if a != a_s)
-    per_s = np.count_nonzero(mask, axis=others)
-    ks = np.flatnonzero(per_s)
-    if ks.size == 0:
-        return None
-    s_of = world(2, ks.astype(np.float64))
-    top = float(s_of.max())
-    keep = ks[s_of >= top - slab_mm]
-    sub = np.take(mask, np.arange(keep.min(), keep.max() + 1), axis=a_s)
-    sub = np.take(sub, keep - keep.min(), axis=a_s)  # only the slab's slices (a contiguous run of them)
-    centre, extent = [], []
-    for w in (0, 1):
-        a = axis_of[w]
-        counts = np.count_nonzero(sub, axis=tuple(b for b in range(3) if b != a))
-        coords = world(w, np.arange(counts.size, dtype=np.float64))
-        centre.append(float(counts @ coords / counts.sum()))
-        used = coords[counts > 0]
-        extent.append((float(used.min()), float(used.max())))
-    return BrainAnchor(point=np.array([centre[0], centre[1], top]), ap_extent=extent[1][1] - extent[1][0],
-                       r_range=extent[0])
+    return MaskGeometry(mask, affine).brain_anchor(slab_mm)
 
 
 def brain_center(anchor: BrainAnchor, offset: tuple[float, float, float] | None) -> np.ndarray:

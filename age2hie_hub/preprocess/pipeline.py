@@ -11,6 +11,7 @@ from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io import Volume
 from age2hie_hub.preprocess.config import PreprocessConfig
 from age2hie_hub.preprocess.crop import (
+    MaskGeometry,
     brain_anchor,
     brain_center,
     foreground_bounds,
@@ -282,8 +283,9 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
 
     # Output grid from the first channel.
     mask, level = _foreground(ras.data, config, notes)
-    fg = foreground_bounds(mask, ras.affine)
-    anchor = brain_anchor(mask, ras.affine) if config.crop == "brain" and fg is not None else None
+    where_mask = MaskGeometry(mask, ras.affine)
+    anchor = where_mask.brain_anchor() if config.crop == "brain" else None  # None when the mask is empty
+    fg = where_mask.bounds()
     if config.crop == "foreground" and fg is not None:
         center = (fg[0] + fg[1]) / 2.0
         where = "foreground"
