@@ -3,9 +3,11 @@
 Predicting one scan reads, checks and preprocesses it on one thread while the machine's other cores wait;
 the batch path (`predict_many`) already keeps them busy with one scan per worker. So spreading one scan's
 work is asked for per call: inside ``with scan_threads(n):`` the larger pieces of that scan's work (the input
-QC beside the preprocessing, the slabs of a Gaussian) may use up to ``n`` threads. Outside it, and on the
-threads this module starts, the allowance is 1, so spreading never nests and predict_many's workers never
-spread. The pieces are numpy array loops and BLAS products, which run without the GIL.
+QC beside the preprocessing, the slabs of a Gaussian) may use up to ``n`` threads. Work put beside the scan's
+own work can wait for that work's :func:`cue` (its parallel part is over), so that the two do not compete for
+the cores. Outside the block, and on the threads this module starts, the allowance is 1, so spreading never
+nests and predict_many's workers never spread. The pieces are numpy array loops and BLAS products, which run
+without the GIL.
 
 No package imports: any layer may use it.
 """
@@ -74,12 +76,51 @@ class _Done:
         return self._value
 
 
-def beside(fn: Callable[..., T], *args: Any) -> Future | _Done:
+class _AtCue:
+    """Work put beside that waits for :func:`cue` (or for its result) before it starts."""
+
+    def __init__(self, fn: Callable[..., T], args: tuple) -> None:
+        self._fn, self._args = fn, args
+        self._future: Future | None = None
+
+    def start(self) -> None:
+        if self._future is None:
+            self._future = _executor().submit(self._fn, *self._args)
+
+    def result(self) -> Any:
+        _WAITING.set(tuple(w for w in _WAITING.get() if w is not self))
+        if self._future is None:  # never cued: run it here, now
+            return _Done(self._fn, self._args).result()
+        return self._future.result()
+
+
+_WAITING: contextvars.ContextVar[tuple[_AtCue, ...]] = contextvars.ContextVar("age2hie_scan_waiting", default=())
+
+
+def beside(fn: Callable[..., T], *args: Any, at_cue: bool = False) -> Future | _Done | _AtCue:
     """Start ``fn(*args)`` on another thread when more than one is allowed, else run it now; ``.result()``
-    gives its value or raises its error. Call ``result()`` before leaving: the call may still be running."""
+    gives its value or raises its error. Call ``result()`` before leaving: the call may still be running.
+
+    ``at_cue``: start it only when the work on this thread calls :func:`cue`, i.e. once its own parts that
+    spread over the threads are done, so that the two do not compete for the cores (or at ``result()``, on
+    this thread, when nothing cued it)."""
     if allowed_threads() < 2:
         return _Done(fn, args)
+    if at_cue:
+        waiting = _AtCue(fn, args)
+        _WAITING.set(_WAITING.get() + (waiting,))
+        return waiting
     return _executor().submit(fn, *args)
+
+
+def cue() -> None:
+    """Start the work put beside this thread's work with ``at_cue``: called where that work's own parallel
+    part is over and what is left runs on one thread."""
+    waiting = _WAITING.get()
+    if waiting:
+        _WAITING.set(())
+        for work in waiting:
+            work.start()
 
 
 def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:

@@ -45,6 +45,30 @@ def test_beside_runs_on_another_thread_when_allowed():
 
 
 @two_cores
+def test_work_at_cue_waits_for_the_cue_and_runs_at_result_without_one():
+    from age2hie_hub._threads import cue
+
+    started = threading.Event()
+
+    def job():
+        started.set()
+        return threading.get_ident()
+
+    with scan_threads(2):
+        waiting = beside(job, at_cue=True)
+        assert not started.wait(0.2)  # nothing cued it yet
+        cue()
+        assert waiting.result() != threading.get_ident() and started.is_set()  # started by the cue, elsewhere
+        started.clear()
+        never_cued = beside(job, at_cue=True)
+        assert not started.wait(0.2)
+        assert never_cued.result() == threading.get_ident()  # no cue: run by result(), here
+        cue()  # nothing left waiting: a no-op
+        with pytest.raises(ValueError):
+            beside(int, "x", at_cue=True).result()
+
+
+@two_cores
 def test_run_all_runs_side_by_side():
     """Both tasks wait for each other: this only finishes when they run at the same time."""
     barrier = threading.Barrier(2, timeout=10)

@@ -201,8 +201,9 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
     if getattr(config, "input_qc", None):
         from age2hie_hub.inference.qc import qc_warnings
 
-        # The QC reads the channels, the preprocessing reads them too: under scan_threads they run side by side.
-        qc = beside(qc_warnings, qc_inputs, config.input_qc, modalities, qc_names)
+        # The QC reads the channels, the preprocessing reads them too: under scan_threads they run side by side,
+        # the QC from where the preprocessing's own parallel part (a whole-volume Gaussian) is over.
+        qc = beside(qc_warnings, qc_inputs, config.input_qc, modalities, qc_names, at_cue=True)
     try:
         pre = preprocess(channels, config.preprocess)
     finally:

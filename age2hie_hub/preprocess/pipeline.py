@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from age2hie_hub._threads import cue
 from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io import Volume
 from age2hie_hub.preprocess.config import PreprocessConfig
@@ -199,6 +200,7 @@ def _foreground(data: np.ndarray, config: PreprocessConfig, notes: list[str]) ->
     level = config.foreground_threshold
     if config.foreground == "threshold":
         view, undo = memory_view(data)
+        cue()  # what is left of the preprocessing runs on one thread: work waiting beside it may start
         return undo(view > level), level
     from age2hie_hub.dwi.mask import otsu_threshold_fast
     from age2hie_hub.preprocess.resample import gaussian_smooth
@@ -211,6 +213,7 @@ def _foreground(data: np.ndarray, config: PreprocessConfig, notes: list[str]) ->
     # beyond its weights: T1 backgrounds are often exactly 0, and which voxels it lifts above 0 enters Otsu's
     # histogram.
     smooth = gaussian_smooth(view, (1.0, 1.0, 1.0), truncate=4.0, mode="reflect")
+    cue()  # the Gaussian was the part spread over threads: work waiting beside the preprocessing may start
     above = smooth[smooth > level]
     if above.size == 0:
         return undo(smooth > level), level
