@@ -134,6 +134,8 @@ def test_cpu_session_uses_one_intra_op_thread_per_usable_core(monkeypatch):
     options = session.session.get_session_options()
     assert session.threads == options.intra_op_num_threads == 1
     assert options.execution_mode == onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    # Its threads stop spinning when a run ends: the next scan's preprocessing needs the cores.
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     assert runtime.OnnxBackend(path, device="cpu", threads=3).session.get_session_options().intra_op_num_threads == 3
     # OpenVINO gets the same thread count, and float32 (its default may compute in bf16 on CPUs that have it).
     config = json.loads(providers.openvino_options(3)["load_config"])["CPU"]

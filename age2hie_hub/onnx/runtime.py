@@ -68,11 +68,15 @@ class OnnxBackend:
         import onnxruntime as ort
 
         # Measured on CPU (benchmarks/bench_inference.py --ort-options, docs/inference.md): one intra-op thread
-        # per usable core is what pays; an inter-op pool halves the speed, and the graph level, spinning,
-        # denormals-as-zero, memory pattern and arena change nothing beyond noise for our 3D ResNets.
+        # per usable core is what pays; an inter-op pool halves the speed, and the graph level, spinning during
+        # a run, denormals-as-zero, memory pattern and arena change nothing beyond noise for our 3D ResNets.
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.threads
+        # Its threads spin during a run but stop when it ends: left spinning, they held the cores that the next
+        # scan's reading and preprocessing (on two threads in predict()) needed. A warm T1 predict on 2 cores
+        # 35.0 -> 30.3-32.1 ms, the forward itself ~0.5 ms slower (docs/inference.md).
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3  # errors only: the CPU fallback is reported through `provider`
         providers: list[str] | None = [provider] if provider == CPU else [provider, CPU]
         if provider == OPENVINO:
