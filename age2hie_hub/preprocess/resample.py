@@ -224,7 +224,7 @@ def resample_array(
     # data axes from slowest to fastest; block index = data index (permuted by ``order``) - lo.
     order = [int(a) for a in np.argsort([-abs(st) for st in data.strides], kind="stable")]
     view = data.transpose(order)
-    block = np.ascontiguousarray(view[tuple(slice(lo[a], hi[a] + 1) for a in order)], dtype=np.float32)
+    block = _contiguous(view[tuple(slice(lo[a], hi[a] + 1) for a in order)])
     mapping = mapping.copy()
     mapping[:3, 3] -= lo
     mapping[:3] = mapping[:3][order]
@@ -260,6 +260,17 @@ def resample_array(
     if inside is not None:
         keep = _sitk_resample(inside, mapping, shape, "linear", 0.0) >= 0.5
         out[~keep] = fill
+    return out
+
+
+def _contiguous(x: np.ndarray) -> np.ndarray:
+    """``np.ascontiguousarray(x, dtype=float32)``, the copy (when one is needed) in slabs of the first axis that
+    are shared out under _threads.scan_threads."""
+    if x.flags.c_contiguous and x.dtype == np.float32:
+        return x
+    out = np.empty(x.shape, dtype=np.float32)
+    run_all([functools.partial(np.copyto, out[a0:a1], x[a0:a1], casting="unsafe")
+             for a0, a1 in split(x.shape[0], allowed_threads(), least=_LEAST_ROWS)])
     return out
 
 
