@@ -76,8 +76,9 @@ class _Done:
         return self._value
 
 
-class _AtCue:
-    """Work put beside that waits for :func:`cue` (or for its result) before it starts."""
+class _Beside:
+    """Work put beside the caller's: started on the pool now or at :func:`cue`; ``result()`` does it on the
+    calling thread when no pool thread has started it (never cued, or queued behind other callers' work)."""
 
     def __init__(self, fn: Callable[..., T], args: tuple) -> None:
         self._fn, self._args = fn, args
@@ -89,15 +90,15 @@ class _AtCue:
 
     def result(self) -> Any:
         _WAITING.set(tuple(w for w in _WAITING.get() if w is not self))
-        if self._future is None:  # never cued: run it here, now
+        if self._future is None or self._future.cancel():
             return _Done(self._fn, self._args).result()
         return self._future.result()
 
 
-_WAITING: contextvars.ContextVar[tuple[_AtCue, ...]] = contextvars.ContextVar("age2hie_scan_waiting", default=())
+_WAITING: contextvars.ContextVar[tuple[_Beside, ...]] = contextvars.ContextVar("age2hie_scan_waiting", default=())
 
 
-def beside(fn: Callable[..., T], *args: Any, at_cue: bool = False) -> Future | _Done | _AtCue:
+def beside(fn: Callable[..., T], *args: Any, at_cue: bool = False) -> _Beside | _Done:
     """Start ``fn(*args)`` on another thread when more than one is allowed, else run it now; ``.result()``
     gives its value or raises its error. Call ``result()`` before leaving: the call may still be running.
 
@@ -106,11 +107,12 @@ def beside(fn: Callable[..., T], *args: Any, at_cue: bool = False) -> Future | _
     this thread, when nothing cued it)."""
     if allowed_threads() < 2:
         return _Done(fn, args)
+    work = _Beside(fn, args)
     if at_cue:
-        waiting = _AtCue(fn, args)
-        _WAITING.set(_WAITING.get() + (waiting,))
-        return waiting
-    return _executor().submit(fn, *args)
+        _WAITING.set(_WAITING.get() + (work,))
+    else:
+        work.start()
+    return work
 
 
 def cue() -> None:

@@ -38,8 +38,16 @@ def test_beside_runs_now_on_one_thread_and_hands_back_errors():
 
 @two_cores
 def test_beside_runs_on_another_thread_when_allowed():
+    started = threading.Event()
+
+    def job():
+        started.set()
+        return threading.get_ident()
+
     with scan_threads(2):
-        assert beside(threading.get_ident).result() != threading.get_ident()
+        work = beside(job)
+        assert started.wait(10)  # started at once, on the pool
+        assert work.result() != threading.get_ident()
         with pytest.raises(ValueError):
             beside(int, "x").result()
 
@@ -58,7 +66,8 @@ def test_work_at_cue_waits_for_the_cue_and_runs_at_result_without_one():
         waiting = beside(job, at_cue=True)
         assert not started.wait(0.2)  # nothing cued it yet
         cue()
-        assert waiting.result() != threading.get_ident() and started.is_set()  # started by the cue, elsewhere
+        assert started.wait(10)  # started by the cue, on the pool
+        assert waiting.result() != threading.get_ident()
         started.clear()
         never_cued = beside(job, at_cue=True)
         assert not started.wait(0.2)
@@ -221,3 +230,15 @@ def test_a_qc_error_comes_first_as_on_one_thread(brain_age_config, monkeypatch, 
     monkeypatch.setattr(preprocess, "preprocess", preprocess_broke)
     with scan_threads(threads), pytest.raises(RuntimeError, match="qc broke"):
         prepare(_head(2), None, brain_age_config)
+
+
+@two_cores
+def test_work_beside_that_no_thread_has_started_is_done_by_its_caller():
+    """Behind other callers' work on a busy pool, result() does the work itself instead of waiting."""
+    release = threading.Event()
+    with scan_threads(2):
+        busy = [beside(release.wait, 10) for _ in range(usable_cores() - 1)]
+        queued = beside(threading.get_ident)
+        assert queued.result() == threading.get_ident()
+        release.set()
+        assert all(b.result() for b in busy)
