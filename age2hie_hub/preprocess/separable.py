@@ -13,7 +13,11 @@ index -0.5 <= i < n - 0.5, gets a value, clamped to the edge voxel in the outer 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+from age2hie_hub._threads import run_all
 
 # Off-axis terms of the index map below this (source voxels per target voxel, times the target's extent) move
 # no sample by more than float32 rounding: such a map is axis-aligned.
@@ -123,6 +127,12 @@ def _apply(x: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
     return x
 
 
+def _smoothed_mask(mask: np.ndarray, take: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(``take`` applied to the boolean ``mask`` as float32, that float32 mask)."""
+    as_float = mask.astype(np.float32)
+    return _apply(as_float, take), as_float
+
+
 def resample_separable(block: np.ndarray, mapping: np.ndarray, shape: tuple[int, int, int],
                        axes: tuple[int, int, int], smoothing: list[np.ndarray | None], *, fill: float = 0.0,
                        zero_background: bool = False) -> np.ndarray:
@@ -153,18 +163,20 @@ def resample_separable(block: np.ndarray, mapping: np.ndarray, shape: tuple[int,
         used = [np.flatnonzero(w.any(axis=0)) for w in interp]
         if any(u.size == 0 for u in used):  # the target grid lies wholly outside the block
             return np.full(shape, fill, dtype=np.float32)
-        nonzero = nonzero.astype(np.float32)
         take = [(np.eye(block.shape[k])[u] if g is None else g[u]).astype(np.float32)
                 for k, (u, g) in enumerate(zip(used, smooth))]
-        values, weight = _apply(block, take), _apply(nonzero, take)
+        mask = nonzero
+        # Values and mask take the same products, independently: side by side under _threads.scan_threads.
+        values, (weight, nonzero) = run_all([functools.partial(_apply, block, take),
+                                             functools.partial(_smoothed_mask, mask, take)])
         outside = weight <= 1e-3
         ratio = np.divide(values, weight, out=np.zeros_like(values), where=~outside)
         matrices = [w[:, u].astype(np.float32) for w, u in zip(interp, used)]
-        out = _apply(ratio, matrices)
         # The unsmoothed mask interpolated the same way (>= half inside the object); it too is read at the used
-        # voxels only.
-        keep = _apply(np.ascontiguousarray(nonzero[np.ix_(*used)]), matrices) >= 0.5
-        out[~keep] = fill
+        # voxels only. Independent of the values' products: side by side.
+        out, inside_share = run_all([functools.partial(_apply, ratio, matrices),
+                                     lambda: _apply(np.ascontiguousarray(nonzero[np.ix_(*used)]), matrices)])
+        out[inside_share < 0.5] = fill
     # Block axis k now runs along target axis axes[k]: lay the result out in target order.
     out = np.ascontiguousarray(out.transpose(np.argsort(axes)))
     if fill != 0:  # rows outside the footprint summed to 0; they take the fill value
