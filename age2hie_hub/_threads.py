@@ -51,6 +51,16 @@ def scan_threads(n: int) -> Iterator[None]:
         _ALLOWED.reset(token)
 
 
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there; the next use starts a pool of its own."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:

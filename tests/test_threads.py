@@ -265,3 +265,27 @@ def test_masked_resampling_on_threads_is_the_one_on_one(oblique):
         assert np.array_equal(resample_array(data, source, target, (20, 20, 14), antialias=True,
                                              zero_background=True), one)
     assert np.count_nonzero(one) > 100 and np.count_nonzero(one == 0) > 100  # brain and background both
+
+
+@two_cores
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_a_pool_of_its_own():
+    """The parent's pool threads do not exist in a forked child; its work must still run there (on threads)."""
+    import os
+
+    with scan_threads(2):
+        beside(int, "1").result()  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only when work put beside runs on a pool thread of its own
+        started = threading.Event()
+
+        def job():
+            started.set()
+            return threading.get_ident()
+
+        with scan_threads(2):
+            work = beside(job)
+            ok = started.wait(10) and work.result() != threading.get_ident()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
