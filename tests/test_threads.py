@@ -16,6 +16,17 @@ from age2hie_hub._threads import allowed_threads, beside, run_all, scan_threads,
 two_cores = pytest.mark.skipif(usable_cores() < 2, reason="needs 2 usable cores")
 
 
+def _noting_job():
+    """(an Event set when the job starts, the job: it returns the thread it ran on)."""
+    started = threading.Event()
+
+    def job():
+        started.set()
+        return threading.get_ident()
+
+    return started, job
+
+
 def test_one_thread_unless_asked_and_never_nested():
     assert allowed_threads() == 1
     with scan_threads(64):
@@ -23,8 +34,16 @@ def test_one_thread_unless_asked_and_never_nested():
         with scan_threads(1):
             assert allowed_threads() == 1
         assert allowed_threads() == usable_cores()
-        # Work started from here runs with the default: it does not spread again.
-        assert beside(allowed_threads).result() == 1
+        # Work that runs on the pool's threads has the default allowance: it does not spread again.
+        started = threading.Event()
+
+        def allowance():
+            started.set()
+            return allowed_threads()
+
+        work = beside(allowance)
+        assert started.wait(10)  # running (on the pool when there are 2 cores), not left for result() to do
+        assert work.result() == 1
     assert allowed_threads() == 1
 
 
@@ -38,12 +57,7 @@ def test_beside_runs_now_on_one_thread_and_hands_back_errors():
 
 @two_cores
 def test_beside_runs_on_another_thread_when_allowed():
-    started = threading.Event()
-
-    def job():
-        started.set()
-        return threading.get_ident()
-
+    started, job = _noting_job()
     with scan_threads(2):
         work = beside(job)
         assert started.wait(10)  # started at once, on the pool
@@ -56,12 +70,7 @@ def test_beside_runs_on_another_thread_when_allowed():
 def test_work_at_cue_waits_for_the_cue_and_runs_at_result_without_one():
     from age2hie_hub._threads import cue
 
-    started = threading.Event()
-
-    def job():
-        started.set()
-        return threading.get_ident()
-
+    started, job = _noting_job()
     with scan_threads(2):
         waiting = beside(job, at_cue=True)
         assert not started.wait(0.2)  # nothing cued it yet
@@ -277,12 +286,7 @@ def test_a_forked_child_starts_a_pool_of_its_own():
         beside(int, "1").result()  # the parent's pool exists
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only when work put beside runs on a pool thread of its own
-        started = threading.Event()
-
-        def job():
-            started.set()
-            return threading.get_ident()
-
+        started, job = _noting_job()
         with scan_threads(2):
             work = beside(job)
             ok = started.wait(10) and work.result() != threading.get_ident()
