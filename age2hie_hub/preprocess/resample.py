@@ -36,6 +36,7 @@ import SimpleITK as sitk
 from age2hie_hub._threads import allowed_threads, run_all, split
 from age2hie_hub.errors import VolumeReadError
 from age2hie_hub.io import Volume
+from age2hie_hub.preprocess.crop import index_box
 from age2hie_hub.preprocess.separable import aligned_axes, resample_separable
 
 INTERPOLATORS = {
@@ -276,13 +277,10 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
 
 def _nonzero_region(nonzero: np.ndarray, radius: list[int]) -> tuple[slice, ...] | None:
     """Slices of the box of ``nonzero``'s True voxels widened by ``radius`` per axis (within the array), or None."""
-    slices = []
-    for axis in range(3):
-        hits = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(3) if a != axis)))
-        if hits.size == 0:
-            return None
-        slices.append(slice(max(0, int(hits[0]) - radius[axis]), int(hits[-1]) + radius[axis] + 1))
-    return tuple(slices)
+    box = index_box(nonzero)
+    if box is None:
+        return None
+    return tuple(slice(max(0, int(lo) - r), int(hi) + r + 1) for lo, hi, r in zip(*box, radius))
 
 
 def _sitk_resample(block: np.ndarray, mapping: np.ndarray, shape: tuple[int, ...], interpolation: str,
