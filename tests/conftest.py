@@ -50,14 +50,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def one_torch_thread():
-    """Tiny convolutions run fastest on one thread (two OpenMP threads on a shared 2-core CPU were ~100x slower)."""
+def torch_threads():
+    """``torch.set_num_threads`` for one test: call it with a count; the count before is restored afterwards."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+    yield torch.set_num_threads
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread(torch_threads):
+    """Tiny convolutions run fastest on one thread (two OpenMP threads on a shared 2-core CPU were ~100x slower)."""
+    torch_threads(1)
 
 
 @pytest.fixture

@@ -41,11 +41,8 @@ def threads_seen(predictor, monkeypatch):
 
 
 @pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+def two_threads(torch_threads):
+    torch_threads(2)
 
 
 def test_on_two_cores_with_two_readers_the_forward_runs_on_one_thread(predictor, scans, threads_seen,
