@@ -14,18 +14,16 @@ from age2hie_hub.io import read_volume
 DIM = 40  # byte offset of dim[0..7] (int16) in a NIfTI-1 header
 
 
-@pytest.fixture(autouse=True, params=["isal", "zlib"])
+@pytest.fixture(autouse=True, params=["whole member", "streamed"])
 def inflater(request, monkeypatch):
-    """Every test runs with ISA-L's inflate (the dependency) and with zlib's (the fallback without its wheel)."""
-    import zlib
-
+    """Every test runs with libdeflate's one-call inflate of the usual single-member file (the dependency) and
+    with the streamed zlib path alone (what odd files, and platforms without its wheel, take)."""
     from age2hie_hub.io import nifti
 
-    if request.param == "isal":
-        isal_zlib = pytest.importorskip("isal.isal_zlib", reason="isal is not installed")
-        monkeypatch.setattr(nifti, "_inflate", isal_zlib)
+    if request.param == "whole member":
+        pytest.importorskip("deflate", reason="deflate (libdeflate) is not installed")
     else:
-        monkeypatch.setattr(nifti, "_inflate", zlib)
+        monkeypatch.setattr(nifti, "_inflate_member", None)
     return request.param
 
 
@@ -112,13 +110,51 @@ def test_missing_checksum_is_truncation(tmp_path):
         read_volume(cut)
 
 
-def test_isal_is_the_inflater_when_installed():
-    pytest.importorskip("isal.isal_zlib", reason="isal is not installed")
-    import importlib
-
+def whole_member_calls(monkeypatch) -> list:
+    """Record the sizes libdeflate was asked to inflate to (none when the streamed path alone is on)."""
     from age2hie_hub.io import nifti
 
-    assert importlib.reload(nifti)._inflate.__name__ == "isal.isal_zlib"
+    calls: list = []
+    original = nifti._inflate_member
+    if original is not None:
+        monkeypatch.setattr(nifti, "_inflate_member", lambda raw, size: calls.append(size) or original(raw, size))
+    return calls
+
+
+def test_usual_file_is_inflated_in_one_call(tmp_path, monkeypatch, inflater):
+    path = tmp_path / "scan.nii.gz"
+    nib.save(image(), path)
+    calls = whole_member_calls(monkeypatch)
+    np.testing.assert_array_equal(read_volume(path).data, nibabel_voxels(path))
+    assert calls == ([len(gzip.decompress(path.read_bytes()))] if inflater == "whole member" else [])
+
+
+@pytest.mark.parametrize("lie", ["larger", "smaller", "huge"])
+def test_a_wrong_size_in_the_trailer_is_not_trusted(tmp_path, monkeypatch, lie):
+    """The trailer's size (ISIZE) only sizes libdeflate's buffer within a little of what the header needs; a
+    wrong one (damage, or a bomb's lie) leaves the file to the streamed path, whose checksum check names it."""
+    path = tmp_path / "scan.nii.gz"
+    nib.save(image(), path)
+    packed = bytearray(path.read_bytes())
+    true_size = struct.unpack("<I", packed[-4:])[0]
+    packed[-4:] = struct.pack("<I", {"larger": true_size + 100, "smaller": true_size - 100, "huge": 2**32 - 1}[lie])
+    bad = tmp_path / "lying.nii.gz"
+    bad.write_bytes(bytes(packed))
+    calls = whole_member_calls(monkeypatch)
+    with pytest.raises(VolumeReadError, match=r"lying\.nii\.gz: not a readable NIfTI file \(.*(length|size).*\)"):
+        read_volume(bad)
+    assert all(size <= true_size + (1 << 20) for size in calls)  # never a buffer sized by the lie beyond the bound
+
+
+def test_data_past_the_image_within_the_bound_is_read(tmp_path, monkeypatch, inflater):
+    """A member holding more than the image (some writers pad) is read, its checksum checked, in one call."""
+    path = tmp_path / "scan.nii"
+    nib.save(image(), path)
+    padded = tmp_path / "padded.nii.gz"
+    padded.write_bytes(gzip.compress(path.read_bytes() + bytes(5000)))
+    calls = whole_member_calls(monkeypatch)
+    np.testing.assert_array_equal(read_volume(padded).data, nibabel_voxels(path))
+    assert len(calls) == (inflater == "whole member")
 
 
 def test_gzip_of_something_else_is_named(tmp_path):
