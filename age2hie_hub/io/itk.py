@@ -3,11 +3,18 @@
 ITK stores geometry in LPS: world = origin + D @ diag(spacing) @ index. Our affines are RAS (nibabel's
 convention), so both the direction/spacing block and the origin are flipped on x and y: A = F @ D @ S,
 t = F @ origin, with F = diag(-1, -1, 1). Writing inverts exactly that.
+
+SimpleITK reads every header. The voxels of the usual MetaImage (one data file or the header's own, one scalar
+component, a plain element type, zlib-compressed or raw) are read here, inflated by libdeflate: the same
+arrays, in ~40 % less time than SimpleITK's reader on a BONBID-HIE map (docs/preprocessing.md), and damaged
+compressed voxels are an error naming the file (SimpleITK printed "Uncompress failed" and carried on).
+Anything else is read by SimpleITK.
 """
 from __future__ import annotations
 
 import logging
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +22,17 @@ import numpy as np
 
 from age2hie_hub.io.checks import check_affine, check_shape, check_spacing, fail
 
+try:  # a zlib stream of known size in one call; without it SimpleITK inflates every file
+    from deflate import DeflateError as _InflateError
+    from deflate import zlib_decompress as _inflate_zlib
+except ImportError:  # pragma: no cover - deflate is a dependency
+    _inflate_zlib = None
+
 log = logging.getLogger(__name__)
+
+# MetaImage element types numpy reads as they are stored (MET_LONG/ULONG differ in size between writers).
+_MET_TYPES = {"MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2", "MET_UINT": "u4",
+              "MET_INT": "i4", "MET_LONG_LONG": "i8", "MET_ULONG_LONG": "u8", "MET_FLOAT": "f4", "MET_DOUBLE": "f8"}
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -66,15 +83,19 @@ def read_itk(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict[s
     affine = itk_geometry_to_affine(spacing, reader.GetDirection(), reader.GetOrigin())
     check_affine(path, affine)
     keys = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
+    arr = None
     if path.suffix.lower() in (".mha", ".mhd"):
-        _metaimage_precheck(path, int(np.prod(shape)) * _pixel_itemsize(sitk, reader))
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise fail(path, f"voxel data cannot be read; the file is corrupt or truncated ({_itk_message(exc)})") from exc
-    if "complex" in image.GetPixelIDTypeAsString():
-        raise fail(path, "complex-valued images are not supported; save magnitude images")
-    arr = sitk.GetArrayFromImage(image)  # (z, y, x[, c]) or (t, z, y, x); a copy this array owns
+        fields, header_len = _metaimage_precheck(path, int(np.prod(shape)) * _pixel_itemsize(sitk, reader))
+        if n_comp == 1:
+            arr = _metaimage_voxels(path, fields, header_len, size)
+    if arr is None:
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise fail(path, f"voxel data cannot be read; the file is corrupt or truncated ({_itk_message(exc)})") from exc
+        if "complex" in image.GetPixelIDTypeAsString():
+            raise fail(path, "complex-valued images are not supported; save magnitude images")
+        arr = sitk.GetArrayFromImage(image)  # (z, y, x[, c]) or (t, z, y, x); a copy this array owns
     if n_comp > 1:
         arr = np.moveaxis(arr, -1, 0)  # components act as volumes: (c, z, y, x)
     # -> (x, y, z[, t]) as a transposed view: a C-order copy of it was a large part of reading a BONBID-sized
@@ -112,11 +133,66 @@ def _itk_message(exc: RuntimeError) -> str:
     return line.strip()[:300]
 
 
-def _metaimage_precheck(path: Path, n_bytes: int) -> None:
-    """Missing or short raw data in a MetaImage, found from its text header.
+def _metaimage_voxels(path: Path, fields: dict[str, str], header_len: int, size: list[int]) -> np.ndarray | None:
+    """The voxels of a single-component MetaImage whose data is the header file's own (``ElementDataFile =
+    LOCAL``) or one file beside it, as SimpleITK's ``GetArrayFromImage`` gives them (index order reversed:
+    (z, y, x) or (t, z, y, x); writable, owned), or None where SimpleITK should read the file (another layout or
+    element type). Damaged compressed voxels raise VolumeReadError naming the file.
+    """
+    kind = _MET_TYPES.get(fields.get("ElementType", ""))
+    data_file = fields.get("ElementDataFile", "")
+    if (_inflate_zlib is None or kind is None or not data_file or data_file.split()[0] == "LIST" or "%" in data_file
+            or fields.get("BinaryData", "").lower() != "true" or fields.get("ElementNumberOfChannels", "1") != "1"
+            or fields.get("HeaderSize", "0") != "0"):
+        return None
+    msb = fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False")).lower() == "true"
+    dtype = np.dtype(kind).newbyteorder(">" if msb else "<")
+    n_bytes = int(np.prod(size)) * dtype.itemsize
+    local = data_file == "LOCAL"
+    with open(path if local else path.parent / data_file, "rb") as f:
+        f.seek(header_len if local else 0)
+        if fields.get("CompressedData", "False").lower() != "true":
+            data = bytearray(n_bytes)
+            if f.readinto(data) != n_bytes:
+                return None
+        else:
+            stored = fields.get("CompressedDataSize", "")
+            data = _inflate(path, f.read(int(stored)) if stored.isdigit() else f.read(), n_bytes)
+    arr = np.frombuffer(data, dtype=dtype).reshape(size[::-1])
+    return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
+
+
+def _inflate(path: Path, stream: bytes, n_bytes: int) -> bytearray | bytes:
+    """A MetaImage's zlib stream, inflated to exactly ``n_bytes``: by libdeflate, else (a stream it refuses) by
+    zlib, which takes what libdeflate's stricter one-call rules do not; a stream neither can read to that size is
+    an error naming the file (SimpleITK prints "Uncompress failed" for damage and carries on)."""
+    try:
+        data = _inflate_zlib(stream, n_bytes)
+        if len(data) == n_bytes:
+            return data
+    except (_InflateError, ValueError, MemoryError):
+        pass
+    inflate = zlib.decompressobj()
+    try:
+        data = inflate.decompress(stream, n_bytes)  # no further than the header says: a bomb stops here
+    except zlib.error as exc:
+        raise fail(path, f"voxel data cannot be read; the compressed voxel data is damaged ({exc})") from exc
+    if len(data) == n_bytes and not inflate.eof and inflate.unconsumed_tail:
+        raise fail(path, f"voxel data cannot be read; the compressed voxel data holds more than the {n_bytes} bytes "
+                         "the header's size and element type need")
+    if len(data) < n_bytes or not inflate.eof:
+        raise fail(path, f"voxel data cannot be read; the compressed voxel data is truncated or damaged (the header "
+                         f"needs {n_bytes} bytes, the stream gives {len(data)}"
+                         f"{'' if inflate.eof else ' without reaching its checksum'})")
+    return bytearray(data)
+
+
+def _metaimage_precheck(path: Path, n_bytes: int) -> tuple[dict[str, str], int]:
+    """Missing or short raw data in a MetaImage, found from its text header; returns the header's fields and
+    its length in bytes (where a one-file image's voxels start).
 
     MetaIO reports these only by printing to stderr and a misleading errno; checking first gives the user
-    one clear message. The length of compressed data (CompressedData = True) is left to ITK.
+    one clear message. The length of compressed data (CompressedData = True) is left to the inflater.
     """
     fields: dict[str, str] = {}
     header_len = 0
@@ -129,15 +205,16 @@ def _metaimage_precheck(path: Path, n_bytes: int) -> None:
                 break
     data_file = fields.get("ElementDataFile")
     if data_file is None or data_file.split()[0] == "LIST" or "%" in data_file:
-        return  # multi-file series: let ITK handle it
+        return fields, header_len  # multi-file series: let ITK handle it
     target = path if data_file == "LOCAL" else path.parent / data_file
     if not target.is_file():
         raise fail(path, f"its data file {data_file!r} is missing (expected beside the header)")
     if fields.get("CompressedData", "False").lower() == "true":
-        return  # compressed size says nothing about the voxel count; ITK checks the stream
+        return fields, header_len  # compressed size says nothing about the voxel count; inflating checks it
     have = target.stat().st_size - (header_len if data_file == "LOCAL" else 0)
     if have < n_bytes:
         raise fail(path, f"file is truncated: the header needs {n_bytes} bytes of voxel data, found {have}")
+    return fields, header_len
 
 
 def write_itk(data: np.ndarray, affine: np.ndarray, path: Path, metadata: dict[str, Any]) -> None:
