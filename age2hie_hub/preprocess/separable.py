@@ -68,13 +68,14 @@ _SINGLE_THREAD_WORK = 1 << 18
 _CHUNK = 16  # matrix rows per product: their columns span the band, not the axis
 
 
-def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` (2D, float32) in pieces of rows or columns small enough for one thread."""
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b`` (2D, float32) in pieces of rows or columns small enough for one thread, into ``out`` (may be a
+    strided view: BLAS writes it in place) or a new array."""
     m, k = a.shape
     n = b.shape[1]
+    out = np.empty((m, n), dtype=np.float32) if out is None else out
     if m * k * n <= _SINGLE_THREAD_WORK:
-        return a @ b
-    out = np.empty((m, n), dtype=np.float32)
+        return np.matmul(a, b, out=out)
     if m >= n:
         step = max(1, _SINGLE_THREAD_WORK // (k * n))
         for i in range(0, m, step):
@@ -108,12 +109,11 @@ def _along(x: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
     for rows, cols in _row_chunks(matrix):
         piece = np.ascontiguousarray(matrix[rows, cols])
         if axis == 0:
-            flat = out.reshape(shape[0], b * c)[rows]
-            flat[...] = _matmul(piece, x[cols].reshape(-1, b * c))
+            _matmul(piece, x[cols].reshape(-1, b * c), out=out.reshape(shape[0], b * c)[rows])
         elif axis == 1:  # one product per plane, looped over in C
             np.matmul(piece, x[:, cols, :], out=out[:, rows, :])
-        else:
-            out[:, :, rows] = _matmul(x.reshape(a * b, c)[:, cols], piece.T).reshape(a, b, -1)
+        else:  # the product written straight into the output's columns
+            _matmul(x.reshape(a * b, c)[:, cols], piece.T, out=out.reshape(a * b, shape[2])[:, rows])
     return out
 
 
