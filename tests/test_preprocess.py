@@ -938,3 +938,41 @@ def test_orientation_codes_match_nibabel_and_repeat():
     assert orientation_codes(affine) == "LAS"
     affine[0, 0] = 2.0
     assert orientation_codes(affine) == "RAS"
+
+
+def test_assume_finite_skips_only_the_check():
+    """``assume_finite`` (what prediction passes for volumes read from files, which read_volume made finite) gives
+    the same array and notes on finite data; the default check still catches what a caller hands over."""
+    adc = adc_volume()
+    np.testing.assert_array_equal(preprocess(adc, cfg(), assume_finite=True).array, preprocess(adc, cfg()).array)
+    assert preprocess(adc, cfg(), assume_finite=True).notes == preprocess(adc, cfg()).notes
+    data = adc.data.copy()
+    data[20, 20, 10] = np.nan
+    assert "channel 0: set 1 non-finite voxel(s) to 0" in preprocess(adc.with_data(data), cfg()).notes
+
+
+def test_prediction_checks_finiteness_once_for_files(tmp_path, monkeypatch):
+    """A file's non-finite voxels are set to 0 by the reader (with a warning) and preprocessing is told so; a
+    Volume handed over in memory is checked by preprocessing."""
+    from age2hie_hub.hub import read_config
+    from age2hie_hub.hub.resolve import resolve_checkpoint
+    from age2hie_hub.inference.inputs import prepare
+    import age2hie_hub.preprocess as preprocess_module
+
+    config = read_config(resolve_checkpoint("age2hie").folder)
+    adc = adc_volume()
+    data = adc.data.copy()
+    data[20, 20, 10] = np.nan
+    path = tmp_path / "nan_adc.nii.gz"
+    nib.save(nib.Nifti1Image(data, adc.affine), path)
+    seen: list = []
+    original = preprocess_module.preprocess
+    monkeypatch.setattr(preprocess_module, "preprocess",
+                        lambda *a, **k: seen.append(k.get("assume_finite")) or original(*a, **k))
+    from_file = prepare(str(path), None, config)
+    img = nib.load(str(path))
+    in_memory = prepare(Volume(img.get_fdata(dtype=np.float32), img.affine, {"source": "nan_adc.nii.gz"}), None, config)
+    assert seen == [True, False]
+    assert any("were not finite" in w for w in from_file.warnings)
+    assert any("set 1 non-finite voxel(s) to 0" in n for n in in_memory.notes)
+    np.testing.assert_array_equal(from_file.array, in_memory.array)

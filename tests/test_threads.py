@@ -230,7 +230,7 @@ def test_a_qc_error_comes_first_as_on_one_thread(brain_age_config, monkeypatch, 
     def qc_broke(*args):
         raise RuntimeError("qc broke")
 
-    def preprocess_broke(*args):
+    def preprocess_broke(*args, **kwargs):
         raise ValueError("preprocess broke")
 
     from age2hie_hub.inference.inputs import prepare

@@ -204,8 +204,11 @@ def prepare(x: Any, second_channel: Any, config: Any) -> PreparedInput:
         # The QC reads the channels, the preprocessing reads them too: under scan_threads they run side by side,
         # the QC from where the preprocessing's own parallel part (a whole-volume Gaussian) is over.
         qc = beside(qc_warnings, qc_inputs, config.input_qc, modalities, qc_names, at_cue=True)
+    # Volumes read from files are finite (read_volume sets non-finite voxels to 0, with a warning), and so they stay
+    # through the ADC conversion (a factor of at most 1): preprocessing need not check every voxel again.
+    read = all(isinstance(v, (str, os.PathLike)) for v in (x, second_channel) if v is not None)
     try:
-        pre = preprocess(channels, config.preprocess)
+        pre = preprocess(channels, config.preprocess, assume_finite=read)
     finally:
         if qc is not None:  # a QC error comes first, as it would run first on one thread
             warnings += qc.result()

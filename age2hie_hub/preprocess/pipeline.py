@@ -258,7 +258,8 @@ def _largest_region(mask: np.ndarray) -> np.ndarray:
     return keep[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
 
 
-def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> Preprocessed:
+def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig, *,
+               assume_finite: bool = False) -> Preprocessed:
     """Apply ``config``: reorient to RAS, resample in world coordinates onto an axis-aligned RAS grid of
     ``config.spacing`` and ``config.shape`` (centred on the field of view or on the first channel's
     foreground), then apply the intensity scheme. All channels go onto the first channel's output grid.
@@ -266,6 +267,9 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     ``volumes``: one 3D Volume, or one per channel. A single 4D Volume whose T equals ``config.channels``
     is split along T into the channels (a 4D volume with T == 1 counts as 3D); any other 4D input is an
     error naming the file. Voxels outside the scan's field of view are 0 before the intensity scheme.
+
+    Non-finite voxels become 0 (with a note); ``assume_finite=True`` skips that check (a pass over every
+    voxel) for volumes the caller knows to be finite, e.g. as ``read_volume`` returns them.
 
     Pure: the inputs are not modified. Raises ``VolumeReadError`` (naming the file) for volumes that
     cannot be used, ``ValueError`` when the number of volumes does not match ``config.channels``.
@@ -281,7 +285,7 @@ def preprocess(volumes: Volume | Sequence[Volume], config: PreprocessConfig) -> 
     ras = reorient_to_ras(first)
     if codes != "RAS":
         notes.append(f"reoriented {codes} -> RAS")
-    items = [_finite(v, i, notes) for i, v in enumerate([ras, *items[1:]])]
+    items = [ras, *items[1:]] if assume_finite else [_finite(v, i, notes) for i, v in enumerate([ras, *items[1:]])]
     ras = items[0]
 
     # Output grid from the first channel.
