@@ -25,8 +25,9 @@ Rows (ratio = MONAI time / our time; above 1 we are faster):
 - ADC crop + normalise (first --n-crop scans): from the volume in RAS (ours: at its own resolution; MONAI: after Spacingd), the
   foreground box, the crop to the model's box and the intensity normalisation (ours: the mask, the box and the
   output grid, then the z-score on the resampled box; resampling is in neither).
-- ADC preprocess in memory: everything after reading (reorient, resample, crop, normalise); ours on the
-  threads predict() gives one scan (`_threads.scan_threads(SCAN_THREADS)`), MONAI's on torch's threads.
+- ADC preprocess in memory: everything after reading (reorient, resample, crop, normalise); ours as predict()
+  runs it for a scan read from a file (on `_threads.scan_threads(SCAN_THREADS)`, with `assume_finite`: the
+  reader has made the voxels finite), MONAI's on torch's threads.
 - throughput: every ADC scan, predict_many(batch_size=8) against a MONAI DataLoader (batch 8, 2 workers).
 - cold CLI: a fresh process predicting one ADC scan (`age2hie-predict SCAN --backend ...`) against a fresh
   process that imports MONAI, builds the transforms and the network and predicts the same scan.
@@ -245,8 +246,9 @@ def crop_rows(scans: list[str], repeats: int, model: str = ADC_MODEL) -> tuple[t
     level = pre.foreground_threshold
 
     def prepare_in_memory(volume, pre):
-        with scan_threads(SCAN_THREADS):  # as Predictor.predict/prepare run it
-            return preprocess(volume, pre)
+        # As Predictor.predict/prepare run it for a scan read from a file: on its threads, the volume known finite.
+        with scan_threads(SCAN_THREADS):
+            return preprocess(volume, pre, assume_finite=True)
 
     def ours_crop_normalise(ras, resampled) -> None:
         mask, _ = _foreground(ras.data, pre, [])  # the pipeline's own step (threshold or Otsu, in memory order)
