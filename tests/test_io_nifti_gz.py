@@ -200,3 +200,51 @@ def test_scaling_equals_nibabel(tmp_path, dtype, slope, inter):
     got = read_volume(path).data
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, nibabel_voxels(path))
+
+
+def _layout(kind: str) -> nib.Nifti1Image:
+    """Images in the layouts read straight from the inflated bytes, and some that nibabel scales itself."""
+    rng = np.random.default_rng(7)
+    raw = rng.integers(0, 250, size=(13, 11, 9))
+    affine = np.array([[-1.2, 0.1, 0, 40], [0.05, 1.3, 0, -30], [0, 0, 2.5, -10], [0, 0, 0, 1]])
+    if kind == "uint8 x slope":
+        img = nib.Nifti1Image(raw.astype(np.uint8), affine)
+        img.header.set_slope_inter(13.895, 0.0)
+    elif kind == "big-endian int16 x slope":
+        img = nib.Nifti1Image((raw - 100).astype(">i2"), affine)
+        img.header.set_slope_inter(0.5, 0.0)
+    elif kind == "float32":
+        img = nib.Nifti1Image((raw * 1e-5).astype(np.float32), affine)
+    elif kind == "big-endian float32":
+        img = nib.Nifti1Image((raw * 1e-5).astype(">f4"), affine)
+    elif kind == "float64 (nibabel)":
+        img = nib.Nifti1Image(raw * 1e-5, affine)
+    elif kind == "int16 x slope + intercept (nibabel)":
+        img = nib.Nifti1Image(raw.astype(np.int16), affine)
+        img.header.set_slope_inter(2.0, -7.0)
+    else:  # qform only, its qfac -1 (a left-handed voxel order)
+        img = nib.Nifti1Image(raw.astype(np.int16), None)
+        flipped = np.diag([1.5, 1.5, -3.0, 1.0])
+        flipped[:3, 3] = [-20, -25, 30]
+        img.header.set_qform(flipped, code=1)
+        img.header.set_sform(None, code=0)
+    return img
+
+
+@pytest.mark.parametrize("kind", ["uint8 x slope", "big-endian int16 x slope", "float32", "big-endian float32",
+                                  "float64 (nibabel)", "int16 x slope + intercept (nibabel)", "qform only, qfac -1"])
+def test_voxels_read_from_the_inflated_bytes_equal_nibabel(tmp_path, monkeypatch, kind):
+    from age2hie_hub.io import nifti
+
+    path = tmp_path / "scan.nii.gz"
+    nib.save(_layout(kind), path)
+    straight: list = []
+    original = nifti._voxels_in_memory
+    monkeypatch.setattr(nifti, "_voxels_in_memory", lambda *a: (lambda d: straight.append(d is not None) or d)(
+        original(*a)))
+    volume = read_volume(path)
+    assert straight == [not kind.endswith("(nibabel)")]
+    expected = nib.load(str(path))
+    np.testing.assert_array_equal(volume.data, np.asarray(expected.get_fdata(dtype=np.float32)))
+    np.testing.assert_array_equal(volume.affine, expected.affine)
+    assert volume.data.dtype == np.float32 and volume.data.flags.writeable

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import math
 import zlib
@@ -39,21 +40,30 @@ def read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict
     # sform says (the standard requires it; FSL and others take voxel sizes from pixdim): a flip is the job of
     # the sform/qform (and qfac in pixdim[0]), never of a negative voxel size.
     gzipped = str(path).lower().endswith(".gz")
-    img = _load_gz(path, max_bytes) if gzipped else _load(path)
-    hdr = img.header
-    shape = check_shape(path, img.shape, hdr.get_data_dtype().itemsize, max_bytes)
-    affine = np.asarray(img.affine, dtype=np.float64)
+    data = img = None
+    if gzipped:
+        header, inflated = _load_gz(path, max_bytes)
+        data = _voxels_in_memory(header, inflated)
+        if data is None:  # scaling only nibabel applies as it should: its image, over the same bytes
+            img = _from_bytes(path, header, inflated)
+    else:
+        img = _load(path)
+        header = img.header
+    shape = check_shape(path, header.get_data_shape(), header.get_data_dtype().itemsize, max_bytes)
+    # nibabel's own choice of sform/qform (the affine of its checked header), read from the image or the header.
+    affine = np.asarray(header.get_best_affine() if img is None else img.affine, dtype=np.float64)
     check_affine(path, affine)
     if not gzipped:
         # Truncated uncompressed file: say so plainly before nibabel's memmap does something odder.
-        need = int(hdr.get_data_offset()) + int(np.prod(img.shape)) * hdr.get_data_dtype().itemsize
+        need = int(header.get_data_offset()) + int(np.prod(img.shape)) * header.get_data_dtype().itemsize
         have = path.stat().st_size
         if have < need:
             raise fail(path, f"file is truncated: the header needs {need} bytes, the file has {have}")
-    try:
-        data = _scaled_float32(img)
-    except _READ_ERRORS as exc:
-        raise fail(path, f"voxel data cannot be read; the file is corrupt or truncated ({exc})") from exc
+    if data is None:
+        try:
+            data = _scaled_float32(img)
+        except _READ_ERRORS as exc:
+            raise fail(path, f"voxel data cannot be read; the file is corrupt or truncated ({exc})") from exc
     data = data.reshape(shape)
     meta: dict[str, Any] = {"format": "nifti"}
     meta.update(find_sidecars(path, 1 if data.ndim == 3 else data.shape[3]))
@@ -80,6 +90,39 @@ def _scaled_float32(img: nib.Nifti1Image | nib.Nifti2Image) -> np.ndarray:
     return data
 
 
+def _voxels_in_memory(header: nib.Nifti1Header | nib.Nifti2Header, inflated: bytes | bytearray) -> np.ndarray | None:
+    """What :func:`_scaled_float32` gives, read straight from the inflated file (no copy into nibabel's file
+    object and out again: docs/preprocessing.md), for the usual layouts: integers of up to 16 bits times a float32
+    slope without intercept, and float32 voxels without scaling. None for anything else (nibabel reads it)."""
+    try:
+        slope, inter = header.get_slope_inter()  # (None, None): the header asks for no scaling
+    except nib.spatialimages.HeaderDataError:
+        return None
+    slope = 1.0 if slope is None else float(slope)
+    inter = 0.0 if inter is None else float(inter)
+    dtype = header.get_data_dtype()
+    integers = (dtype.kind in "iu" and dtype.itemsize <= 2 and np.isfinite(slope) and slope != 0
+                and float(np.float32(slope)) == slope and inter == 0)
+    if not (integers or (dtype.kind == "f" and dtype.itemsize == 4 and slope == 1 and inter == 0)):
+        return None
+    shape = header.get_data_shape()
+    raw = np.frombuffer(inflated, dtype=dtype, count=math.prod(shape), offset=int(header.get_data_offset()))
+    raw = raw.reshape(shape, order="F")  # NIfTI stores the first axis fastest
+    if integers:
+        return np.multiply(raw, np.float32(slope), dtype=np.float32)  # one pass: cast and product, each exact
+    # float32 as stored: the inflated buffer's own memory when it is writable (a bytearray), else a copy
+    return raw.astype(np.float32, copy=not (raw.dtype.isnative and raw.flags.writeable))
+
+
+def _from_bytes(path: Path, header: nib.Nifti1Header | nib.Nifti2Header,
+                inflated: bytes | bytearray) -> nib.Nifti1Image | nib.Nifti2Image:
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    try:
+        return image_class.from_bytes(bytes(inflated))
+    except (ValueError, EOFError, nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError) as exc:
+        raise fail(path, f"not a readable NIfTI file ({exc})") from exc
+
+
 def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     """An uncompressed NIfTI through nibabel, after the raw header check."""
     _check_raw_pixdim(path)
@@ -94,9 +137,10 @@ def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     return img
 
 
-def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
-    """A .nii.gz decompressed in one pass into memory (faster than nibabel's streamed gzip: docs/preprocessing.md),
-    no further than the header says the image needs: the header is read and checked (voxel size, size limit)
+def _load_gz(path: Path, max_bytes: int) -> tuple[nib.Nifti1Header | nib.Nifti2Header, bytes | bytearray]:
+    """(the header as nibabel reads it, with its checks and fixes; the inflated file, header to voxels) of a .nii.gz
+    decompressed in one pass into memory (faster than nibabel's streamed gzip: docs/preprocessing.md), no
+    further than the header says the image needs: the header is read and checked (voxel size, size limit)
     before the voxels are decompressed, so a bomb stops at ``max_bytes``."""
     try:
         raw = path.read_bytes()
@@ -111,10 +155,9 @@ def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
         _check_pixdim(path, header)
         shape = check_shape(path, header.get_data_shape(), header.get_data_dtype().itemsize, max_bytes)
         need = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
-        image_class = nib.Nifti2Image if header_class is nib.Nifti2Header else nib.Nifti1Image
         whole = _whole_member(raw, need)
         if whole is not None:
-            return image_class.from_bytes(whole)
+            return _checked_header(header_class, whole), whole
         # Anything else (several members, more than a little past the image, damage) is inflated as a stream,
         # from the start again, up to what the header needs, and named precisely when it fails.
         inflate = zlib.decompressobj(wbits=31)
@@ -141,7 +184,8 @@ def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
             inflate.decompress(inflate.unconsumed_tail, _PAST_IMAGE)
             if not inflate.eof and not inflate.unconsumed_tail:
                 raise fail(path, "the gzip stream is truncated: it ends before its checksum")
-        return image_class.from_bytes(parts[0] if len(parts) == 1 else b"".join(parts))
+        inflated = parts[0] if len(parts) == 1 else b"".join(parts)
+        return _checked_header(header_class, inflated), inflated
     except VolumeReadError:  # the header checks' own messages, unwrapped
         raise
     except (zlib.error, EOFError, ValueError, nib.filebasedimages.ImageFileError,
@@ -149,6 +193,14 @@ def _load_gz(path: Path, max_bytes: int) -> nib.Nifti1Image | nib.Nifti2Image:
         raise fail(path, f"not a readable NIfTI file ({exc})") from exc
     except OSError as exc:
         raise fail(path, f"cannot be read ({exc})") from exc
+
+
+def _checked_header(header_class: type, inflated: bytes | bytearray) -> nib.Nifti1Header | nib.Nifti2Header:
+    """The header (and its extensions) as nibabel's own reader builds it from these bytes, checks and fixes
+    included, so that the affine it gives is nibabel's."""
+    offset = int(header_class(binaryblock=bytes(inflated[: 540 if header_class is nib.Nifti2Header else 348]),
+                              check=False).get_data_offset())
+    return header_class.from_fileobj(io.BytesIO(bytes(inflated[: max(offset, 348)])), check=True)
 
 
 def _whole_member(raw: bytes, need: int) -> bytearray | None:
