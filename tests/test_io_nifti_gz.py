@@ -23,7 +23,7 @@ def inflater(request, monkeypatch):
     if request.param == "whole member":
         pytest.importorskip("deflate", reason="deflate (libdeflate) is not installed")
     else:
-        monkeypatch.setattr(nifti, "_inflate_member", None)
+        monkeypatch.setattr(nifti, "_whole_member", lambda raw, need: None)
     return request.param
 
 
@@ -112,12 +112,12 @@ def test_missing_checksum_is_truncation(tmp_path):
 
 def whole_member_calls(monkeypatch) -> list:
     """Record the sizes libdeflate was asked to inflate to (none when the streamed path alone is on)."""
-    from age2hie_hub.io import nifti
+    from age2hie_hub.io import _inflate
 
     calls: list = []
-    original = nifti._inflate_member
-    if original is not None:
-        monkeypatch.setattr(nifti, "_inflate_member", lambda raw, size: calls.append(size) or original(raw, size))
+    original = _inflate.inflate
+    monkeypatch.setattr(_inflate, "inflate", lambda raw, size, container: calls.append(size) or original(
+        raw, size, container))
     return calls
 
 

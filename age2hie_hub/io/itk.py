@@ -20,13 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from age2hie_hub.io import _inflate
 from age2hie_hub.io.checks import check_affine, check_shape, check_spacing, fail
 
-try:  # a zlib stream of known size in one call; without it SimpleITK inflates every file
-    from deflate import DeflateError as _InflateError
-    from deflate import zlib_decompress as _inflate_zlib
-except ImportError:  # pragma: no cover - deflate is a dependency
-    _inflate_zlib = None
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +137,7 @@ def _metaimage_voxels(path: Path, fields: dict[str, str], header_len: int, size:
     """
     kind = _MET_TYPES.get(fields.get("ElementType", ""))
     data_file = fields.get("ElementDataFile", "")
-    if (_inflate_zlib is None or kind is None or not data_file or data_file.split()[0] == "LIST" or "%" in data_file
+    if (not _inflate.available() or kind is None or not data_file or data_file.split()[0] == "LIST" or "%" in data_file
             or fields.get("BinaryData", "").lower() != "true" or fields.get("ElementNumberOfChannels", "1") != "1"
             or fields.get("HeaderSize", "0") != "0"):
         return None
@@ -157,21 +153,18 @@ def _metaimage_voxels(path: Path, fields: dict[str, str], header_len: int, size:
                 return None
         else:
             stored = fields.get("CompressedDataSize", "")
-            data = _inflate(path, f.read(int(stored)) if stored.isdigit() else f.read(), n_bytes)
+            data = _inflate_voxels(path, f.read(int(stored)) if stored.isdigit() else f.read(), n_bytes)
     arr = np.frombuffer(data, dtype=dtype).reshape(size[::-1])
     return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
 
 
-def _inflate(path: Path, stream: bytes, n_bytes: int) -> bytearray | bytes:
+def _inflate_voxels(path: Path, stream: bytes, n_bytes: int) -> bytearray | bytes:
     """A MetaImage's zlib stream, inflated to exactly ``n_bytes``: by libdeflate, else (a stream it refuses) by
     zlib, which takes what libdeflate's stricter one-call rules do not; a stream neither can read to that size is
     an error naming the file (SimpleITK prints "Uncompress failed" for damage and carries on)."""
-    try:
-        data = _inflate_zlib(stream, n_bytes)
-        if len(data) == n_bytes:
-            return data
-    except (_InflateError, ValueError, MemoryError):
-        pass
+    data = _inflate.inflate(stream, n_bytes, "zlib")
+    if data is not None:
+        return data
     inflate = zlib.decompressobj()
     try:
         data = inflate.decompress(stream, n_bytes)  # no further than the header says: a bomb stops here

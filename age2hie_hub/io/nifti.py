@@ -13,14 +13,10 @@ import nibabel as nib
 import numpy as np
 
 from age2hie_hub.errors import VolumeReadError
+from age2hie_hub.io import _inflate
 from age2hie_hub.io.checks import check_affine, check_shape, check_spacing, fail
 from age2hie_hub.io.sidecars import find_sidecars
 
-try:  # libdeflate: a whole gzip member in one call, ~2x faster than zlib-compatible streaming (docs/preprocessing.md)
-    from deflate import DeflateError as _WholeMemberError
-    from deflate import gzip_decompress as _inflate_member
-except ImportError:  # pragma: no cover - deflate is a dependency; this keeps odd platforms reading (streamed)
-    _inflate_member = None
 
 log = logging.getLogger(__name__)
 
@@ -210,16 +206,12 @@ def _whole_member(raw: bytes, need: int) -> bytearray | None:
     The member's size is taken from its trailer (ISIZE, the size modulo 2**32) only within those bounds of what
     the header needs, so a file that lies about it cannot make this allocate more (a bomb stops at its bound).
     """
-    if _inflate_member is None or len(raw) < 18:
+    if len(raw) < 18:
         return None
     size = int.from_bytes(raw[-4:], "little")
     if not need <= size <= need + _PAST_IMAGE:
         return None
-    try:
-        whole = _inflate_member(raw, size)
-    except (_WholeMemberError, ValueError, MemoryError):  # damaged, several members, a wrong size: streamed
-        return None
-    return whole if len(whole) >= need else None
+    return _inflate.inflate(raw, size, "gzip")  # None: damaged, several members, another size (then streamed)
 
 
 def _check_raw_pixdim(path: Path) -> None:
