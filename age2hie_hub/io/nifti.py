@@ -194,9 +194,9 @@ def _load_gz(path: Path, max_bytes: int) -> tuple[nib.Nifti1Header | nib.Nifti2H
 def _checked_header(header_class: type, inflated: bytes | bytearray) -> nib.Nifti1Header | nib.Nifti2Header:
     """The header (and its extensions) as nibabel's own reader builds it from these bytes, checks and fixes
     included, so that the affine it gives is nibabel's."""
-    offset = int(header_class(binaryblock=bytes(inflated[: 540 if header_class is nib.Nifti2Header else 348]),
-                              check=False).get_data_offset())
-    return header_class.from_fileobj(io.BytesIO(bytes(inflated[: max(offset, 348)])), check=True)
+    size = 540 if header_class is nib.Nifti2Header else 348
+    offset = int(header_class(binaryblock=bytes(inflated[:size]), check=False).get_data_offset())
+    return header_class.from_fileobj(io.BytesIO(bytes(inflated[: max(offset, size)])), check=True)
 
 
 def _whole_member(raw: bytes, need: int) -> bytearray | None:
