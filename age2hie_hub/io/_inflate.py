@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
+import numpy as np
+
 try:
     import deflate
 except ImportError:  # pragma: no cover - deflate is a dependency
@@ -43,8 +45,9 @@ def available() -> bool:
     return deflate is not None
 
 
-def inflate(data: bytes, size: int, container: str) -> bytearray | None:
-    """``data`` (a "gzip" member or a "zlib" stream, checksum included) inflated to exactly ``size`` bytes, or
+def inflate(data: bytes, size: int, container: str) -> np.ndarray | bytearray | None:
+    """``data`` (a "gzip" member or a "zlib" stream, checksum included) inflated to exactly ``size`` bytes (a
+    writable buffer: a uint8 array, or a bytearray from the Python functions), or
     None when it does not inflate to that size (damaged, truncated, another size, several gzip members) or
     libdeflate is not installed: the caller then streams it with zlib, which names the problem."""
     if deflate is None or size <= 0:
@@ -58,9 +61,8 @@ def inflate(data: bytes, size: int, container: str) -> bytearray | None:
     return out if len(out) == size else None
 
 
-def _inflate_c(data: bytes, size: int, container: str) -> bytearray | None:
-    out = bytearray(size)
-    target = (ctypes.c_char * size).from_buffer(out)
+def _inflate_c(data: bytes, size: int, container: str) -> np.ndarray | None:
+    out = np.empty(size, dtype=np.uint8)  # not zero-filled first (a bytearray is): libdeflate writes every byte
     produced = ctypes.c_size_t(0)
     # A decompressor per call: they are not safe to share between threads, and one costs a small allocation.
     decompressor = _C.libdeflate_alloc_decompressor()
@@ -68,8 +70,7 @@ def _inflate_c(data: bytes, size: int, container: str) -> bytearray | None:
         raise MemoryError("libdeflate could not allocate a decompressor")
     try:
         function = _C.libdeflate_gzip_decompress if container == "gzip" else _C.libdeflate_zlib_decompress
-        result = function(decompressor, data, len(data), target, size, ctypes.byref(produced))
+        result = function(decompressor, data, len(data), out.ctypes.data, size, ctypes.byref(produced))
     finally:
         _C.libdeflate_free_decompressor(decompressor)
-        del target  # the bytearray may be resized again once no ctypes view holds its buffer
     return out if result == _SUCCESS and produced.value == size else None

@@ -158,7 +158,7 @@ def _metaimage_voxels(path: Path, fields: dict[str, str], header_len: int, size:
     return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
 
 
-def _inflate_voxels(path: Path, stream: bytes, n_bytes: int) -> bytearray | bytes:
+def _inflate_voxels(path: Path, stream: bytes, n_bytes: int) -> np.ndarray | bytearray:
     """A MetaImage's zlib stream, inflated to exactly ``n_bytes``: by libdeflate, else (a stream it refuses) by
     zlib, which takes what libdeflate's stricter one-call rules do not; a stream neither can read to that size is
     an error naming the file (SimpleITK prints "Uncompress failed" for damage and carries on)."""

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # when they hold more, the checksum is not reached and not checked).
 _PAST_IMAGE = 1 << 20
 
+# An inflated file: bytes from zlib, a writable uint8 array or bytearray from libdeflate (io/_inflate.py).
+_Buffer = bytes | bytearray | np.ndarray
+
 # What nibabel and gzip raise on damaged files.
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError,
                 nib.spatialimages.HeaderDataError)
@@ -86,7 +89,7 @@ def _scaled_float32(img: nib.Nifti1Image | nib.Nifti2Image) -> np.ndarray:
     return data
 
 
-def _voxels_in_memory(header: nib.Nifti1Header | nib.Nifti2Header, inflated: bytes | bytearray) -> np.ndarray | None:
+def _voxels_in_memory(header: nib.Nifti1Header | nib.Nifti2Header, inflated: _Buffer) -> np.ndarray | None:
     """What :func:`_scaled_float32` gives, read straight from the inflated file (no copy into nibabel's file
     object and out again: docs/preprocessing.md), for the usual layouts: integers of up to 16 bits times a float32
     slope without intercept, and float32 voxels without scaling. None for anything else (nibabel reads it)."""
@@ -106,12 +109,12 @@ def _voxels_in_memory(header: nib.Nifti1Header | nib.Nifti2Header, inflated: byt
     raw = raw.reshape(shape, order="F")  # NIfTI stores the first axis fastest
     if integers:
         return np.multiply(raw, np.float32(slope), dtype=np.float32)  # one pass: cast and product, each exact
-    # float32 as stored: the inflated buffer's own memory when it is writable (a bytearray), else a copy
+    # float32 as stored: the inflated buffer's own memory when it is writable (libdeflate's), else a copy
     return raw.astype(np.float32, copy=not (raw.dtype.isnative and raw.flags.writeable))
 
 
 def _from_bytes(path: Path, header: nib.Nifti1Header | nib.Nifti2Header,
-                inflated: bytes | bytearray) -> nib.Nifti1Image | nib.Nifti2Image:
+                inflated: _Buffer) -> nib.Nifti1Image | nib.Nifti2Image:
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     try:
         return image_class.from_bytes(bytes(inflated))
@@ -133,7 +136,7 @@ def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     return img
 
 
-def _load_gz(path: Path, max_bytes: int) -> tuple[nib.Nifti1Header | nib.Nifti2Header, bytes | bytearray]:
+def _load_gz(path: Path, max_bytes: int) -> tuple[nib.Nifti1Header | nib.Nifti2Header, _Buffer]:
     """(the header as nibabel reads it, with its checks and fixes; the inflated file, header to voxels) of a .nii.gz
     decompressed in one pass into memory (faster than nibabel's streamed gzip: docs/preprocessing.md), no
     further than the header says the image needs: the header is read and checked (voxel size, size limit)
@@ -191,7 +194,7 @@ def _load_gz(path: Path, max_bytes: int) -> tuple[nib.Nifti1Header | nib.Nifti2H
         raise fail(path, f"cannot be read ({exc})") from exc
 
 
-def _checked_header(header_class: type, inflated: bytes | bytearray) -> nib.Nifti1Header | nib.Nifti2Header:
+def _checked_header(header_class: type, inflated: _Buffer) -> nib.Nifti1Header | nib.Nifti2Header:
     """The header (and its extensions) as nibabel's own reader builds it from these bytes, checks and fixes
     included, so that the affine it gives is nibabel's."""
     size = 540 if header_class is nib.Nifti2Header else 348
@@ -199,7 +202,7 @@ def _checked_header(header_class: type, inflated: bytes | bytearray) -> nib.Nift
     return header_class.from_fileobj(io.BytesIO(bytes(inflated[: max(offset, size)])), check=True)
 
 
-def _whole_member(raw: bytes, need: int) -> bytearray | None:
+def _whole_member(raw: bytes, need: int) -> _Buffer | None:
     """The usual .nii.gz, one gzip member holding the image and at most ``_PAST_IMAGE`` bytes more, inflated in
     one call (its CRC-32 and size checked by libdeflate); None for anything else, left to the streamed path.
 
