@@ -23,7 +23,6 @@ import numpy as np
 from age2hie_hub.io import _inflate
 from age2hie_hub.io.checks import check_affine, check_shape, check_spacing, fail
 
-
 log = logging.getLogger(__name__)
 
 # MetaImage element types numpy reads as they are stored (MET_LONG/ULONG differ in size between writers).
@@ -81,9 +80,9 @@ def read_itk(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict[s
     keys = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
     arr = None
     if path.suffix.lower() in (".mha", ".mhd"):
-        fields, header_len = _metaimage_precheck(path, int(np.prod(shape)) * _pixel_itemsize(sitk, reader))
-        if n_comp == 1:
-            arr = _metaimage_voxels(path, fields, header_len, size)
+        fields, voxels_at = _metaimage_precheck(path, int(np.prod(shape)) * _pixel_itemsize(sitk, reader))
+        if n_comp == 1 and voxels_at is not None:
+            arr = _metaimage_voxels(path, fields, voxels_at, size)
     if arr is None:
         try:
             image = reader.Execute()
@@ -129,24 +128,23 @@ def _itk_message(exc: RuntimeError) -> str:
     return line.strip()[:300]
 
 
-def _metaimage_voxels(path: Path, fields: dict[str, str], header_len: int, size: list[int]) -> np.ndarray | None:
-    """The voxels of a single-component MetaImage whose data is the header file's own (``ElementDataFile =
-    LOCAL``) or one file beside it, as SimpleITK's ``GetArrayFromImage`` gives them (index order reversed:
-    (z, y, x) or (t, z, y, x); writable, owned), or None where SimpleITK should read the file (another layout or
-    element type). Damaged compressed voxels raise VolumeReadError naming the file.
+def _metaimage_voxels(path: Path, fields: dict[str, str], voxels_at: tuple[Path, int],
+                      size: list[int]) -> np.ndarray | None:
+    """The voxels of a single-component MetaImage whose data is one file (the header's own or one beside it;
+    ``voxels_at``: that file and where in it the voxels start), as SimpleITK's ``GetArrayFromImage`` gives them
+    (index order reversed: (z, y, x) or (t, z, y, x); writable, owned), or None where SimpleITK should read the
+    file (another layout or element type). Damaged compressed voxels raise VolumeReadError naming the file.
     """
     kind = _MET_TYPES.get(fields.get("ElementType", ""))
-    data_file = fields.get("ElementDataFile", "")
-    if (not _inflate.available() or kind is None or not data_file or data_file.split()[0] == "LIST" or "%" in data_file
-            or fields.get("BinaryData", "").lower() != "true" or fields.get("ElementNumberOfChannels", "1") != "1"
-            or fields.get("HeaderSize", "0") != "0"):
+    if (not _inflate.available() or kind is None or fields.get("BinaryData", "").lower() != "true"
+            or fields.get("ElementNumberOfChannels", "1") != "1" or fields.get("HeaderSize", "0") != "0"):
         return None
     msb = fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False")).lower() == "true"
     dtype = np.dtype(kind).newbyteorder(">" if msb else "<")
     n_bytes = int(np.prod(size)) * dtype.itemsize
-    local = data_file == "LOCAL"
-    with open(path if local else path.parent / data_file, "rb") as f:
-        f.seek(header_len if local else 0)
+    data_path, offset = voxels_at
+    with open(data_path, "rb") as f:
+        f.seek(offset)
         if fields.get("CompressedData", "False").lower() != "true":
             data = bytearray(n_bytes)
             if f.readinto(data) != n_bytes:
@@ -180,9 +178,9 @@ def _inflate_voxels(path: Path, stream: bytes, n_bytes: int) -> np.ndarray | byt
     return bytearray(data)
 
 
-def _metaimage_precheck(path: Path, n_bytes: int) -> tuple[dict[str, str], int]:
+def _metaimage_precheck(path: Path, n_bytes: int) -> tuple[dict[str, str], tuple[Path, int] | None]:
     """Missing or short raw data in a MetaImage, found from its text header; returns the header's fields and
-    its length in bytes (where a one-file image's voxels start).
+    where the voxels are: (the file holding them, the byte they start at), None for a series of files.
 
     MetaIO reports these only by printing to stderr and a misleading errno; checking first gives the user
     one clear message. The length of compressed data (CompressedData = True) is left to the inflater.
@@ -198,16 +196,16 @@ def _metaimage_precheck(path: Path, n_bytes: int) -> tuple[dict[str, str], int]:
                 break
     data_file = fields.get("ElementDataFile")
     if data_file is None or data_file.split()[0] == "LIST" or "%" in data_file:
-        return fields, header_len  # multi-file series: let ITK handle it
-    target = path if data_file == "LOCAL" else path.parent / data_file
-    if not target.is_file():
+        return fields, None  # multi-file series: let ITK handle it
+    voxels_at = (path, header_len) if data_file == "LOCAL" else (path.parent / data_file, 0)
+    if not voxels_at[0].is_file():
         raise fail(path, f"its data file {data_file!r} is missing (expected beside the header)")
     if fields.get("CompressedData", "False").lower() == "true":
-        return fields, header_len  # compressed size says nothing about the voxel count; inflating checks it
-    have = target.stat().st_size - (header_len if data_file == "LOCAL" else 0)
+        return fields, voxels_at  # compressed size says nothing about the voxel count; inflating checks it
+    have = voxels_at[0].stat().st_size - voxels_at[1]
     if have < n_bytes:
         raise fail(path, f"file is truncated: the header needs {n_bytes} bytes of voxel data, found {have}")
-    return fields, header_len
+    return fields, voxels_at
 
 
 def write_itk(data: np.ndarray, affine: np.ndarray, path: Path, metadata: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ from age2hie_hub.io import _inflate
 from age2hie_hub.io.checks import check_affine, check_shape, check_spacing, fail
 from age2hie_hub.io.sidecars import find_sidecars
 
-
 log = logging.getLogger(__name__)
 
 # Bytes inflated beyond the image to reach a gzip member's checksum (files rarely hold anything after the voxels;
@@ -78,15 +77,19 @@ def _scaled_float32(img: nib.Nifti1Image | nib.Nifti2Image) -> np.ndarray:
     """
     proxy = img.dataobj
     slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
-    dtype = img.header.get_data_dtype()
-    simple = (dtype.kind in "iu" and dtype.itemsize <= 2 and np.isfinite(slope) and slope != 0
-              and float(np.float32(slope)) == float(slope) and inter == 0)
-    if not simple:
+    if not _scales_in_float32(img.header.get_data_dtype(), slope, inter):
         return np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"), dtype=np.float32)
     data = np.asarray(proxy.get_unscaled()).astype(np.float32)
     if slope != 1:
         data *= np.float32(slope)
     return data
+
+
+def _scales_in_float32(dtype: np.dtype, slope: float, inter: float) -> bool:
+    """Integers of up to 16 bits times a float32 slope, no intercept: scaled in float32, the values are nibabel's
+    (one rounding of a product of two float32 values either way)."""
+    return (dtype.kind in "iu" and dtype.itemsize <= 2 and bool(np.isfinite(slope)) and slope != 0
+            and float(np.float32(slope)) == float(slope) and inter == 0)
 
 
 def _voxels_in_memory(header: nib.Nifti1Header | nib.Nifti2Header, inflated: _Buffer) -> np.ndarray | None:
@@ -100,8 +103,7 @@ def _voxels_in_memory(header: nib.Nifti1Header | nib.Nifti2Header, inflated: _Bu
     slope = 1.0 if slope is None else float(slope)
     inter = 0.0 if inter is None else float(inter)
     dtype = header.get_data_dtype()
-    integers = (dtype.kind in "iu" and dtype.itemsize <= 2 and np.isfinite(slope) and slope != 0
-                and float(np.float32(slope)) == slope and inter == 0)
+    integers = _scales_in_float32(dtype, slope, inter)
     if not (integers or (dtype.kind == "f" and dtype.itemsize == 4 and slope == 1 and inter == 0)):
         return None
     shape = header.get_data_shape()
@@ -156,7 +158,7 @@ def _load_gz(path: Path, max_bytes: int) -> tuple[nib.Nifti1Header | nib.Nifti2H
         need = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
         whole = _whole_member(raw, need)
         if whole is not None:
-            return _checked_header(header_class, whole), whole
+            return _checked_header(header, whole), whole
         # Anything else (several members, more than a little past the image, damage) is inflated as a stream,
         # from the start again, up to what the header needs, and named precisely when it fails.
         inflate = zlib.decompressobj(wbits=31)
@@ -184,7 +186,7 @@ def _load_gz(path: Path, max_bytes: int) -> tuple[nib.Nifti1Header | nib.Nifti2H
             if not inflate.eof and not inflate.unconsumed_tail:
                 raise fail(path, "the gzip stream is truncated: it ends before its checksum")
         inflated = parts[0] if len(parts) == 1 else b"".join(parts)
-        return _checked_header(header_class, inflated), inflated
+        return _checked_header(header, inflated), inflated
     except VolumeReadError:  # the header checks' own messages, unwrapped
         raise
     except (zlib.error, EOFError, ValueError, nib.filebasedimages.ImageFileError,
@@ -194,12 +196,11 @@ def _load_gz(path: Path, max_bytes: int) -> tuple[nib.Nifti1Header | nib.Nifti2H
         raise fail(path, f"cannot be read ({exc})") from exc
 
 
-def _checked_header(header_class: type, inflated: _Buffer) -> nib.Nifti1Header | nib.Nifti2Header:
-    """The header (and its extensions) as nibabel's own reader builds it from these bytes, checks and fixes
-    included, so that the affine it gives is nibabel's."""
-    size = 540 if header_class is nib.Nifti2Header else 348
-    offset = int(header_class(binaryblock=bytes(inflated[:size]), check=False).get_data_offset())
-    return header_class.from_fileobj(io.BytesIO(bytes(inflated[: max(offset, size)])), check=True)
+def _checked_header(raw: nib.Nifti1Header | nib.Nifti2Header, inflated: _Buffer) -> nib.Nifti1Header | nib.Nifti2Header:
+    """The header (and its extensions, up to the voxel offset ``raw`` gives) as nibabel's own reader builds it
+    from these bytes, checks and fixes included, so that the affine it gives is nibabel's."""
+    end = max(int(raw.get_data_offset()), raw.sizeof_hdr)
+    return type(raw).from_fileobj(io.BytesIO(bytes(inflated[:end])), check=True)
 
 
 def _whole_member(raw: bytes, need: int) -> _Buffer | None:

@@ -165,17 +165,16 @@ def resample_separable(block: np.ndarray, mapping: np.ndarray, shape: tuple[int,
             return np.full(shape, fill, dtype=np.float32)
         take = [(np.eye(block.shape[k])[u] if g is None else g[u]).astype(np.float32)
                 for k, (u, g) in enumerate(zip(used, smooth))]
-        mask = nonzero
         # Values and mask take the same products, independently: side by side under _threads.scan_threads.
-        values, (weight, nonzero) = run_all([functools.partial(_apply, block, take),
-                                             functools.partial(_smoothed_mask, mask, take)])
+        values, (weight, mask) = run_all([functools.partial(_apply, block, take),
+                                          functools.partial(_smoothed_mask, nonzero, take)])
         outside = weight <= 1e-3
         ratio = np.divide(values, weight, out=np.zeros_like(values), where=~outside)
         matrices = [w[:, u].astype(np.float32) for w, u in zip(interp, used)]
         # The unsmoothed mask interpolated the same way (>= half inside the object); it too is read at the used
         # voxels only. Independent of the values' products: side by side.
         out, inside_share = run_all([functools.partial(_apply, ratio, matrices),
-                                     lambda: _apply(np.ascontiguousarray(nonzero[np.ix_(*used)]), matrices)])
+                                     lambda: _apply(np.ascontiguousarray(mask[np.ix_(*used)]), matrices)])
         out[inside_share < 0.5] = fill
     # Block axis k now runs along target axis axes[k]: lay the result out in target order.
     out = np.ascontiguousarray(out.transpose(np.argsort(axes)))
